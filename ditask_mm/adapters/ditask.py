@@ -1,0 +1,222 @@
+"""DiTASK: adapt a frozen linear layer through its singular values.
+
+A frozen weight ``W = U · diag(σ) · Vᵀ`` is replaced by
+``W_θ = U · diag(σ'_θ) · Vᵀ``: the singular vectors are kept and only the
+spectrum moves, through a 1-D CPAB diffeomorphism φ_θ (``ditask_mm.cpab``).
+Each layer has one shared θ and, optionally, one θ per task; every
+transform acts on the pretrained spectrum (task transforms do not compose with
+the shared one), as in the public code (shared/docs/method.md §2.2).
+
+Two ways to apply φ_θ to the spectrum (``spectrum_mode``):
+
+* ``'resample'`` (the public code): σ, sorted in descending order, is read as
+  a signal on ``linspace(0, 1, k)`` and resampled at the warped positions
+  φ_θ(i/(k−1)), i.e. difw's ``transform_data``. With a zero-boundary
+  tessellation σ_max and σ_min are kept and the ordering is preserved.
+* ``'value'`` (the paper's Eq. 6): σ'_i = σ_max · φ_θ(σ_i / σ_max).
+"""
+import math
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..cpab import CPAB1D
+from ..registry import MODELS
+from .base import AdapterLayer, cast_weight_for
+from .svd_cache import SVDCache, svd_dtype
+
+SPECTRUM_MODES = ('resample', 'value')
+THETA_INITS = ('zeros', 'kaiming')
+
+
+@MODELS.register_module()
+class DiTASKLinear(AdapterLayer):
+    """A frozen ``nn.Linear`` whose singular values are warped by CPAB transforms.
+
+    Args:
+        base_layer: The pretrained linear layer (frozen, adopted).
+        tessellation_size: Number of CPAB cells of the shared transform.
+            The public tiny config uses 64.
+        tasks: Tasks with their own transform, or ``None``.
+        task_tessellation_size: Cells of each task transform: one int for all
+            tasks (public tiny config: 4) or a ``{task: int}`` mapping.
+        num_splits: Row blocks with their own SVD that share θ. 3 for a fused
+            qkv (q, k and v each get an SVD), else 1.
+        shared: Whether the layer has a shared transform. A layer whose shared
+            output is never used (the last block of Swin's last stage) should
+            not create a θ that can never get a gradient; without one the
+            shared path uses the frozen weight.
+        zero_boundary: Whether the velocity field vanishes at 0 and 1 (public
+            code: True). Keeps σ_max and σ_min fixed.
+        theta_init: ``'zeros'`` (default: the identity, training starts from
+            the pretrained weights) or ``'kaiming'``, the public code's
+            ``kaiming_uniform_(a=√5)``, i.e. U(−1/√d, 1/√d). The latter is a
+            quirk: it perturbs the pretrained weights before any training
+            (up to ~16 % with tessellation 4); use it only to reproduce the
+            paper's numbers.
+        main_path_dropout: Dropout probability on the input of the shared
+            path. The public code applies 0.05 to the frozen main path (unlike
+            LoRA, where dropout only feeds the adapter branch); 0 disables it
+            (default). Task paths get no dropout here; the public code also
+            drops the input of the task ``proj`` (which shares the shared
+            ``proj``'s input).
+        spectrum_mode: ``'resample'`` (default, public code) or ``'value'``
+            (paper Eq. 6); see the module docstring.
+    """
+
+    adapter_param_prefixes = ('theta_shared', 'theta_tasks.')
+
+    def __init__(self,
+                 base_layer: nn.Linear,
+                 tessellation_size: int = 64,
+                 tasks: Optional[Sequence[str]] = None,
+                 task_tessellation_size: Union[int, Mapping[str, int]] = 4,
+                 num_splits: int = 1,
+                 shared: bool = True,
+                 zero_boundary: bool = True,
+                 theta_init: str = 'zeros',
+                 main_path_dropout: float = 0.0,
+                 spectrum_mode: str = 'resample') -> None:
+        super().__init__(base_layer, tasks)
+        if spectrum_mode not in SPECTRUM_MODES:
+            raise ValueError(f'spectrum_mode must be one of {SPECTRUM_MODES}, got {spectrum_mode!r}')
+        if theta_init not in THETA_INITS:
+            raise ValueError(f'theta_init must be one of {THETA_INITS}, got {theta_init!r}')
+        if not 0.0 <= main_path_dropout < 1.0:
+            raise ValueError(f'main_path_dropout must be in [0, 1), got {main_path_dropout}')
+        if not shared and not self.tasks:
+            raise ValueError('a DiTASKLinear with shared=False needs at least one task')
+        self.num_splits = num_splits
+        self.spectrum_mode = spectrum_mode
+        self.theta_init = theta_init
+        # Computed on first use (after pretrained weights load, on the final
+        # device), not here.
+        self.svd = SVDCache(num_splits)
+        if self.out_features % num_splits:
+            raise ValueError(f'num_splits={num_splits} does not divide out_features='
+                             f'{self.out_features}')
+        self.dropout = nn.Dropout(main_path_dropout) if main_path_dropout > 0 else nn.Identity()
+
+        self.shared_transform: Optional[CPAB1D] = None
+        self.register_parameter('theta_shared', None)
+        if shared:
+            self.shared_transform = self._make_transform(tessellation_size, zero_boundary)
+            self.theta_shared = nn.Parameter(self._init_theta(self.shared_transform.theta_dim))
+        self.task_transforms = nn.ModuleDict()
+        self.theta_tasks = nn.ParameterDict()
+        for task in self.tasks:
+            size = self._task_size(task_tessellation_size, task)
+            self.task_transforms[task] = self._make_transform(size, zero_boundary)
+            self.theta_tasks[task] = nn.Parameter(self._init_theta(self.task_transforms[task].theta_dim))
+        self._eval_weights: Dict[Optional[str], Tuple[Tuple, Tensor]] = {}
+
+    # -------------------------------------------------------------- building
+    def _task_size(self, sizes: Union[int, Mapping[str, int]], task: str) -> int:
+        if isinstance(sizes, Mapping):
+            if task not in sizes:
+                raise KeyError(f'task_tessellation_size has no entry for task {task!r} '
+                               f'(has {sorted(sizes)})')
+            return int(sizes[task])
+        return int(sizes)
+
+    def _make_transform(self, tessellation_size: int, zero_boundary: bool) -> CPAB1D:
+        transform = CPAB1D(tessellation_size, zero_boundary)
+        return transform.to(device=self.weight.device, dtype=svd_dtype(self.weight.dtype))
+
+    def _init_theta(self, dim: int) -> Tensor:
+        theta = torch.zeros(1, dim, device=self.weight.device, dtype=svd_dtype(self.weight.dtype))
+        if self.theta_init == 'kaiming':
+            nn.init.kaiming_uniform_(theta, a=math.sqrt(5))
+        return theta[0]
+
+    def _apply(self, fn, recurse=True):
+        was_fresh = not self.svd.is_stale(self.weight)
+        old_dtype = self.svd.S.dtype
+        super()._apply(fn, recurse)
+        self.svd.after_apply(self.weight, was_fresh, old_dtype)
+        for transform in [self.shared_transform, *self.task_transforms.values()]:
+            if transform is not None:  # CPAB runs in fp32 at least, even after .half()
+                transform.to(svd_dtype(self.weight.dtype))
+        self._eval_weights.clear()
+        return self
+
+    # ------------------------------------------------------------- transform
+    def _transform_and_theta(self, task: Optional[str]) -> Tuple[Optional[CPAB1D], Optional[Tensor]]:
+        if task is None:
+            return self.shared_transform, self.theta_shared
+        return self.task_transforms[task], self.theta_tasks[task]
+
+    def adapted_spectrum(self, task: Optional[str] = None) -> Tensor:
+        """The warped singular values σ', ``(num_splits, k)``, for ``task``.
+
+        Args:
+            task: A task of this layer, or ``None`` for the shared transform.
+                Without a shared transform, ``None`` gives the pretrained σ.
+        """
+        self.check_task(task)
+        _, S, _ = self.svd.get(self.weight)
+        transform, theta = self._transform_and_theta(task)
+        if transform is None:
+            return S
+        if self.spectrum_mode == 'resample':
+            return transform.transform_sequence(S, theta)
+        vmax = S[:, :1].clamp_min(torch.finfo(S.dtype).tiny)
+        return transform.transform_values(S, theta, vmax)
+
+    def adapted_weight(self, task: Optional[str] = None) -> Tensor:
+        """``U · diag(σ'_θ) · Vᵀ`` for ``task``, ``(out_features, in_features)``.
+
+        Computed in fp32 (fp64 for an fp64 weight) with autocast disabled. In
+        eval mode under ``torch.no_grad()`` the result is cached until θ or
+        the weight changes, so inference builds each weight once.
+        """
+        self.check_task(task)
+        use_cache = not self.training and not torch.is_grad_enabled()
+        if use_cache:
+            key = self._eval_key(task)
+            hit = self._eval_weights.get(task)
+            if hit is not None and hit[0] == key:
+                return hit[1]
+        transform, _ = self._transform_and_theta(task)
+        if transform is None:
+            weight = self.weight.to(svd_dtype(self.weight.dtype))
+        else:
+            weight = self.svd.rebuild(self.adapted_spectrum(task))
+        if use_cache:
+            self._eval_weights[task] = (key, weight)
+        return weight
+
+    def _eval_key(self, task: Optional[str]) -> Tuple:
+        _, theta = self._transform_and_theta(task)
+        theta_key = None if theta is None else (theta.data_ptr(), theta._version)
+        return theta_key, SVDCache.fingerprint(self.weight)
+
+    def forward(self, x: Tensor, task: Optional[str] = None) -> Tensor:
+        """Apply the adapted layer.
+
+        Args:
+            x: Input, ``(..., in_features)``.
+            task: Task whose transform to use; ``None`` uses
+                :attr:`active_task`, and a task this layer has no transform
+                for uses the shared one.
+
+        Returns:
+            ``(..., out_features)``: ``x · W_θᵀ + b`` with the frozen bias.
+        """
+        task = self.resolve_task(task)
+        if task is None:
+            x = self.dropout(x)
+            if self.shared_transform is None:
+                return F.linear(x, self.weight, self.bias)
+        weight = cast_weight_for(x, self.adapted_weight(task))
+        bias = None if self.bias is None else cast_weight_for(x, self.bias)
+        return F.linear(x, weight, bias)
+
+    def extra_repr(self) -> str:
+        shared = (f'tessellation_size={self.shared_transform.tessellation_size}'
+                  if self.shared_transform is not None else 'shared=False')
+        return (f'{super().extra_repr()}, {shared}, num_splits={self.num_splits}, '
+                f'spectrum_mode={self.spectrum_mode!r}')
