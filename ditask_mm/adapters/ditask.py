@@ -26,10 +26,11 @@ from torch import Tensor
 from ..cpab import CPAB1D
 from ..registry import MODELS
 from .base import AdapterLayer, cast_weight_for
-from .svd_cache import SVDCache, svd_dtype
+from .svd_cache import SVDCache, factored_is_cheaper, svd_dtype
 
 SPECTRUM_MODES = ('resample', 'value')
 THETA_INITS = ('zeros', 'kaiming')
+COMPUTE_MODES = ('auto', 'dense', 'factored')
 
 
 @MODELS.register_module()
@@ -65,6 +66,15 @@ class DiTASKLinear(AdapterLayer):
             ``proj``'s input).
         spectrum_mode: ``'resample'`` (default, public code) or ``'value'``
             (paper Eq. 6); see the module docstring.
+        recompute_svd: Recompute the SVD of the frozen weight on every call,
+            as the public code does. Same results, much slower: it exists to
+            measure what the cache saves (``tools/benchmarks``).
+        compute_mode: How the forward applies ``W_θ``: ``'dense'`` rebuilds
+            the matrix and runs one GEMM; ``'factored'`` computes
+            ``((x·Vᵀ)⊙σ')·Uᵀ`` and never forms it; ``'auto'`` (default)
+            picks the one with fewer FLOPs for the call's token count
+            (:func:`~ditask_mm.adapters.svd_cache.factored_is_cheaper`). Both
+            give the same result up to rounding.
     """
 
     adapter_param_prefixes = ('theta_shared', 'theta_tasks.')
@@ -79,7 +89,9 @@ class DiTASKLinear(AdapterLayer):
                  zero_boundary: bool = True,
                  theta_init: str = 'zeros',
                  main_path_dropout: float = 0.0,
-                 spectrum_mode: str = 'resample') -> None:
+                 spectrum_mode: str = 'resample',
+                 recompute_svd: bool = False,
+                 compute_mode: str = 'auto') -> None:
         super().__init__(base_layer, tasks)
         if spectrum_mode not in SPECTRUM_MODES:
             raise ValueError(f'spectrum_mode must be one of {SPECTRUM_MODES}, got {spectrum_mode!r}')
@@ -91,6 +103,10 @@ class DiTASKLinear(AdapterLayer):
             raise ValueError('a DiTASKLinear with shared=False needs at least one task')
         self.num_splits = num_splits
         self.spectrum_mode = spectrum_mode
+        self.recompute_svd = recompute_svd
+        if compute_mode not in COMPUTE_MODES:
+            raise ValueError(f'compute_mode must be one of {COMPUTE_MODES}, got {compute_mode!r}')
+        self.compute_mode = compute_mode
         self.theta_init = theta_init
         # Computed on first use (after pretrained weights load, on the final
         # device), not here.
@@ -157,6 +173,8 @@ class DiTASKLinear(AdapterLayer):
                 Without a shared transform, ``None`` gives the pretrained σ.
         """
         self.check_task(task)
+        if self.recompute_svd:
+            self.svd.refresh(self.weight)
         _, S, _ = self.svd.get(self.weight)
         transform, theta = self._transform_and_theta(task)
         if transform is None:
@@ -174,7 +192,7 @@ class DiTASKLinear(AdapterLayer):
         the weight changes, so inference builds each weight once.
         """
         self.check_task(task)
-        use_cache = not self.training and not torch.is_grad_enabled()
+        use_cache = not self.training and not torch.is_grad_enabled() and not self.recompute_svd
         if use_cache:
             key = self._eval_key(task)
             hit = self._eval_weights.get(task)
@@ -211,9 +229,24 @@ class DiTASKLinear(AdapterLayer):
             x = self.dropout(x)
             if self.shared_transform is None:
                 return F.linear(x, self.weight, self.bias)
-        weight = cast_weight_for(x, self.adapted_weight(task))
         bias = None if self.bias is None else cast_weight_for(x, self.bias)
+        if self._use_factored(x, task):
+            out = self.svd.apply_factored(x, self.adapted_spectrum(task))
+            return out if bias is None else out + bias.to(out.dtype)
+        weight = cast_weight_for(x, self.adapted_weight(task))
         return F.linear(x, weight, bias)
+
+    def _use_factored(self, x: Tensor, task: Optional[str]) -> bool:
+        if self.compute_mode != 'auto':
+            return self.compute_mode == 'factored'
+        _, theta = self._transform_and_theta(task)
+        needs_grad = torch.is_grad_enabled() and theta.requires_grad
+        if not needs_grad and not self.training and not self.recompute_svd:
+            return False  # eval: the adapted weight is built once and cached
+        rows = self.out_features // self.num_splits
+        rank = min(rows, self.in_features)
+        return factored_is_cheaper(x.numel() // self.in_features, rows, self.in_features, rank,
+                                   needs_grad)
 
     def extra_repr(self) -> str:
         shared = (f'tessellation_size={self.shared_transform.tessellation_size}'

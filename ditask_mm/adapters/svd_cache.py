@@ -15,6 +15,29 @@ import torch.nn as nn
 from torch import Tensor
 
 
+def factored_is_cheaper(tokens: int, rows: int, cols: int, rank: int, needs_grad: bool) -> bool:
+    """Whether ``((x·Vhᵀ)⊙σ')·Uᵀ`` costs fewer FLOPs than rebuilding ``W'``.
+
+    Per ``rows × cols`` block of rank ``rank`` and ``tokens`` input rows,
+    counting multiply-adds of forward and backward (input gradient included):
+
+    * dense: rebuild ``W'`` (``rows·rank·cols``), ``x·W'ᵀ``, input gradient,
+      and with ``needs_grad`` the weight gradient plus the rebuild's backward;
+    * factored: two thin products forward and two backward.
+
+    Args:
+        tokens: Number of input rows (all leading dimensions).
+        rows, cols, rank: Block shape and rank.
+        needs_grad: Whether θ needs a gradient from this call.
+    """
+    dense_gemm = tokens * rows * cols
+    rebuild = rows * rank * cols
+    thin = tokens * rank * (rows + cols)
+    if needs_grad:
+        return 2 * thin < 3 * dense_gemm + 2 * rebuild
+    return thin < dense_gemm + rebuild
+
+
 def svd_dtype(weight_dtype: torch.dtype) -> torch.dtype:
     """SVD runs in fp32, or fp64 for fp64 weights; never in half precision."""
     return torch.float64 if weight_dtype == torch.float64 else torch.float32
@@ -92,6 +115,30 @@ class SVDCache(nn.Module):
         with torch.autocast(device_type=self.U.device.type, enabled=False):
             blocks = torch.matmul(self.U * singular_values.to(self.U.dtype).unsqueeze(-2), self.Vh)
         return blocks.reshape(-1, blocks.shape[-1])
+
+    def apply_factored(self, x: Tensor, singular_values: Tensor) -> Tensor:
+        """``x · (U · diag(σ') · Vh)ᵀ`` without forming the matrix.
+
+        Computes ``((x · Vhᵀ) ⊙ σ') · Uᵀ`` block by block. With θ requiring
+        grad this skips both the weight-gradient GEMM and the rebuild, and the
+        gradient of σ' is a cheap reduction of two products the input
+        gradient needs anyway.
+
+        Args:
+            x: Input, ``(..., in)``.
+            singular_values: ``(num_splits, k)``.
+
+        Returns:
+            ``(..., out)`` in the matmul dtype (autocast's, else ``x``'s).
+        """
+        lead, fan_in = x.shape[:-1], x.shape[-1]
+        tokens = x.reshape(1, -1, fan_in)
+        U, Vh, values = self.U, self.Vh, singular_values
+        if not torch.is_autocast_enabled(x.device.type) and U.dtype != x.dtype:
+            U, Vh, values = U.to(x.dtype), Vh.to(x.dtype), values.to(x.dtype)
+        z = torch.matmul(tokens, Vh.transpose(-1, -2)) * values.unsqueeze(-2)  # (splits, T, k)
+        out = torch.matmul(z, U.transpose(-1, -2))  # (splits, T, m)
+        return out.transpose(0, 1).reshape(*lead, -1)
 
     def after_apply(self, weight: Tensor, was_fresh: bool, old_dtype: torch.dtype) -> None:
         """Keep the cache valid after ``module._apply`` (``.to()``, ``.half()``...).

@@ -235,3 +235,41 @@ def test_bad_arguments_are_rejected():
         DiTASKLinear(nn.Linear(4, 8), tasks=['a', 'b'], task_tessellation_size={'a': 4})
     with pytest.raises(ValueError, match='needs at least one task'):
         DiTASKLinear(nn.Linear(4, 8), shared=False)
+
+
+@pytest.mark.parametrize('splits,shape', [(3, (16, 48)), (1, (16, 64)), (1, (64, 16))])
+def test_factored_and_dense_forward_agree_with_gradients(splits, shape):
+    torch.manual_seed(10)
+    dense = DiTASKLinear(nn.Linear(*shape).double(), tessellation_size=8, tasks=['t'],
+                         num_splits=splits, theta_init='kaiming', compute_mode='dense')
+    factored = DiTASKLinear(nn.Linear(*shape).double(), tessellation_size=8, tasks=['t'],
+                            num_splits=splits, compute_mode='factored')
+    factored.load_state_dict(dense.state_dict())
+    x = torch.randn(2, 5, shape[0], dtype=torch.float64, requires_grad=True)
+    for task in (None, 't'):
+        yd, yf = dense(x, task=task), factored(x, task=task)
+        torch.testing.assert_close(yf, yd, atol=1e-12, rtol=0)
+        g = torch.randn_like(yd)
+        theta = 'theta_shared' if task is None else 'theta_tasks.t'
+        gd = torch.autograd.grad(yd, [x, dict(dense.named_parameters())[theta]], g)
+        gf = torch.autograd.grad(yf, [x, dict(factored.named_parameters())[theta]], g)
+        for a, b in zip(gd, gf):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_auto_mode_picks_the_cheaper_form():
+    from ditask_mm.adapters.svd_cache import factored_is_cheaper
+    # Swin-T stage 1 at batch 8, 448²: qkv blocks are square (dense wins), fc1 is 96 -> 384
+    assert not factored_is_cheaper(100_352, 96, 96, 96, needs_grad=True)
+    assert factored_is_cheaper(100_352, 384, 96, 96, needs_grad=True)
+    # few tokens: rebuilding a big matrix is not worth it
+    assert factored_is_cheaper(16, 3072, 768, 768, needs_grad=True)
+    layer = DiTASKLinear(nn.Linear(96, 384), tessellation_size=8)
+    calls = []
+    layer.svd.apply_factored = lambda x, s: calls.append('factored') or torch.zeros(*x.shape[:-1], 384)
+    layer(torch.randn(4, 96))
+    assert calls == ['factored']
+    layer.eval()
+    with torch.no_grad():
+        layer(torch.randn(4, 96))  # eval + no_grad: cached dense weight
+    assert calls == ['factored']
