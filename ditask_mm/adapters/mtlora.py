@@ -33,6 +33,8 @@ class MTLoRALinear(AdapterLayer):
         task_scale: Scale of each task update (public: 4.0).
         dropout: Dropout on the input of the shared low-rank branch
             (public: 0.05).
+        shared: Whether the layer has a shared update (``False`` is the same
+            as ``rank=0``), for layers whose shared output nothing reads.
     """
 
     adapter_param_prefixes = ('lora_shared_A', 'lora_shared_B', 'lora_tasks_A.', 'lora_tasks_B.')
@@ -44,8 +46,10 @@ class MTLoRALinear(AdapterLayer):
                  task_rank: Union[int, Mapping[str, int]] = 4,
                  shared_scale: float = 4.0,
                  task_scale: float = 4.0,
-                 dropout: float = 0.05) -> None:
+                 dropout: float = 0.05,
+                 shared: bool = True) -> None:
         super().__init__(base_layer, tasks)
+        rank = rank if shared else 0
         if rank < 0:
             raise ValueError(f'rank must be >= 0, got {rank}')
         if rank == 0 and not self.tasks:

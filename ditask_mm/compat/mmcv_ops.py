@@ -38,10 +38,10 @@ CALL_TIME_PLACEHOLDERS = ('sigmoid_focal_loss', )
 
 INSTALL_HINT = (
     'It needs the compiled mmcv extension (mmcv._ext), and only mmcv-lite is '
-    'installed. Install full mmcv 2.1.x built for your torch, e.g. '
-    '`pip uninstall -y mmcv-lite && MMCV_WITH_OPS=1 pip install --no-build-isolation '
-    '"mmcv==2.1.0"` (see docs/install.md; torch >= 2.14 needs -std=c++20 in '
-    "mmcv's setup.py), or choose a model that does not use this op.")
+    'installed. Install full mmcv 2.1.x built for your torch: uninstall mmcv-lite, '
+    'build mmcv 2.1.0 from source with MMCV_WITH_OPS=1 (torch >= 2.14 needs -std=c++20 '
+    "in mmcv's setup.py); ditask-mm's docs/install.md has the commands. Or choose a "
+    'model that does not use this op.')
 
 
 class MissingCompiledOpError(ModuleNotFoundError):

@@ -8,3 +8,4 @@ that their config types resolve.
 import mmseg.models  # noqa: F401  (populates the parent registry)
 
 from .. import adapters  # noqa: F401  (registers the adapter layers)
+from . import backbones  # noqa: F401,E402

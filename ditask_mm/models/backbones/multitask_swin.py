@@ -1,0 +1,307 @@
+"""Multi-task Swin Transformer with adapted linears (DiTASK, MTLoRA, LoRA, full FT).
+
+The architecture of shared/docs/method.md §1.3, built on mmseg's
+``SwinTransformer`` (its patch embedding, blocks, PatchMerging and weights,
+with the same state-dict keys):
+
+* every adapted linear (qkv split in q/k/v, proj, fc1, fc2 by default) gets a
+  shared adaptation;
+* the last block of each stage also gets one adaptation per task on
+  ``proj``/``fc1``/``fc2``; it computes attention once and runs once per task
+  on the shared input (:mod:`.task_branch`);
+* PatchMerging applies to every task stream; the next stage consumes the
+  shared stream; the shared path of the last block of the last stage, whose
+  output nothing reads, is neither built nor run.
+
+``forward(x)`` returns ``{task: [4 maps]}``: by default (``out_type=
+'post_merge'``, the public code's layout) PatchMerging outputs at 1/8, 1/16
+and 1/32 plus the last stage at 1/32, with 2C, 4C, 8C, 8C channels and no
+output norms; ``out_type='pre_merge'`` gives mmseg's usual 1/4…1/32 maps
+(C…8C) through its ``norm0..3``.
+"""
+import inspect
+import re
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+from mmengine.logging import MMLogger, print_log
+from mmengine.model.weight_init import trunc_normal_
+from mmseg.models.backbones import SwinTransformer
+from torch import Tensor
+
+from ...adapters import DiTASKLinear, adapter_layers, inject_adapters, set_trainable
+from ...registry import MODELS
+from .task_branch import branched_block_forward
+
+ARCH_SETTINGS = {
+    'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    'small': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    'base': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    'large': dict(embed_dims=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
+}
+#: Where each adaptable linear sits inside an mmseg ``SwinBlock``.
+LAYER_PATHS = {'qkv': 'attn.w_msa.qkv', 'proj': 'attn.w_msa.proj', 'fc1': 'ffn.layers.0.0', 'fc2': 'ffn.layers.1'}
+#: Adapter arguments that may be given per stage, as a list of 4.
+PER_STAGE_KEYS = ('tessellation_size', 'task_tessellation_size', 'rank', 'task_rank')
+#: Name patterns (``re.search``) of the non-adapter parameters each policy trains.
+TRAINABLE_POLICIES = {
+    # what the public DiTASK/MTLoRA code trains besides θ (method.md §1.5)
+    'public': [r'^patch_embed\.', r'(^|\.)norm\d*\.', r'\.relative_position_bias_table$',
+               r'\.downsample\.reduction\.'],
+    'adapters': [],
+    'adapters_norms': [r'(^|\.)norm\d*\.'],
+    'all': [r'.*'],
+}
+POLICY_ALIASES = {'theta': 'adapters', 'theta_norms': 'adapters_norms'}
+
+
+@MODELS.register_module()
+class MultiTaskSwinTransformer(SwinTransformer):
+    """mmseg Swin with shared and per-task adapted linears and task streams.
+
+    Args:
+        tasks: Task names; outputs come in this order.
+        arch: ``'tiny'``, ``'small'``, ``'base'``, ``'large'`` or a dict with
+            ``embed_dims``, ``depths`` and ``num_heads``.
+        adapter: Adapter layer config, e.g. ``dict(type='DiTASKLinear',
+            tessellation_size=64, task_tessellation_size=4)``, or ``None``
+            for plain linears (full fine-tuning). ``tessellation_size``,
+            ``task_tessellation_size``, ``rank`` and ``task_rank`` may be lists
+            with one value per stage.
+        adapted_layers: Which linears of a block are adapted, from
+            ``qkv``, ``proj``, ``fc1``, ``fc2``.
+        adapted_blocks: Per stage, the indices of the blocks to adapt
+            (negative indices count from the end), or ``None`` for all.
+        task_layers: Which linears of the last block of a branched stage get a
+            per-task adaptation (``qkv`` is not allowed: attention is shared).
+        task_stages: Stages whose last block branches per task. In the other
+            stages every task reads the shared stream.
+        out_type: ``'post_merge'`` (public layout) or ``'pre_merge'``.
+        trainable: Policy for the backbone's parameters: ``'public'`` (the
+            adapters plus patch_embed, all norms, relative-position bias
+            tables and PatchMerging reductions), ``'adapters'`` (alias
+            ``'theta'``), ``'adapters_norms'`` (alias ``'theta_norms'``),
+            ``'all'``, ``'frozen'``, or a list of parameter-name patterns
+            trained besides the adapters.
+        min_pretrained_fraction: Loading a pretrained checkpoint that covers
+            less than this fraction of the backbone weights raises.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an
+            official, mmseg, mmpretrain or timm Swin checkpoint.
+        **swin_kwargs: Passed to mmseg's ``SwinTransformer`` (``window_size``,
+            ``drop_path_rate``, ``pretrain_img_size``, ...).
+    """
+
+    def __init__(self,
+                 tasks: Sequence[str],
+                 arch: Union[str, Dict] = 'tiny',
+                 adapter: Optional[Dict] = None,
+                 adapted_layers: Sequence[str] = ('qkv', 'proj', 'fc1', 'fc2'),
+                 adapted_blocks: Optional[Sequence[Sequence[int]]] = None,
+                 task_layers: Sequence[str] = ('proj', 'fc1', 'fc2'),
+                 task_stages: Sequence[int] = (0, 1, 2, 3),
+                 out_type: str = 'post_merge',
+                 trainable: Union[str, Sequence[str]] = 'public',
+                 min_pretrained_fraction: float = 0.95,
+                 init_cfg: Optional[Dict] = None,
+                 drop_path_rate: float = 0.2,
+                 **swin_kwargs) -> None:
+        arch_cfg = dict(ARCH_SETTINGS[arch]) if isinstance(arch, str) else dict(arch)
+        if isinstance(arch, str) and arch not in ARCH_SETTINGS:
+            raise KeyError(f'unknown Swin arch {arch!r}; choose from {sorted(ARCH_SETTINGS)} or pass a dict')
+        if out_type not in ('post_merge', 'pre_merge'):
+            raise ValueError(f"out_type must be 'post_merge' or 'pre_merge', got {out_type!r}")
+        tasks = tuple(tasks)
+        if not tasks or len(set(tasks)) != len(tasks) or not all(isinstance(t, str) for t in tasks):
+            raise ValueError(f'tasks must be distinct task names, got {list(tasks)}')
+        for name, layers in (('adapted_layers', adapted_layers), ('task_layers', task_layers)):
+            unknown = sorted(set(layers) - set(LAYER_PATHS))
+            if unknown:
+                raise ValueError(f'{name} has unknown layers {unknown}; valid: {sorted(LAYER_PATHS)}')
+        if 'qkv' in task_layers:
+            raise ValueError('qkv cannot be task-specific: attention is computed once from the shared '
+                             'stream (the public code builds such transforms and discards them)')
+        if not set(task_layers) <= set(adapted_layers):
+            raise ValueError(f'task_layers {list(task_layers)} must be among adapted_layers {list(adapted_layers)}')
+        num_stages = len(arch_cfg['depths'])
+        if not set(task_stages) <= set(range(num_stages)):
+            raise ValueError(f'task_stages {list(task_stages)} must be stage indices < {num_stages}')
+        super().__init__(out_indices=tuple(range(num_stages)) if out_type == 'pre_merge' else (),
+                         drop_path_rate=drop_path_rate, init_cfg=init_cfg, **arch_cfg, **swin_kwargs)
+        self.tasks = tasks
+        self.out_type = out_type
+        self.task_stages = tuple(sorted(set(task_stages)))
+        self.min_pretrained_fraction = min_pretrained_fraction
+        self.adapters = {}
+        if adapter is not None:
+            self.adapters = self._inject(dict(adapter), adapted_layers, adapted_blocks, task_layers)
+        elif task_layers and task_stages:
+            self.task_stages = ()  # plain linears have no task adaptation: every task reads the shared stream
+        self.trainable = trainable
+        self.apply_trainable_policy(trainable)
+
+    # ----------------------------------------------------------- building
+    def _inject(self, adapter: Dict, adapted_layers, adapted_blocks, task_layers) -> Dict[str, nn.Module]:
+        cls = MODELS.get(adapter['type']) if isinstance(adapter['type'], str) else adapter['type']
+        if cls is None:
+            raise KeyError(f"adapter type {adapter['type']!r} is not registered")
+        params = inspect.signature(cls).parameters
+        last_stage = len(self.stages) - 1
+        targets, overrides = [], []
+        for i, stage in enumerate(self.stages):
+            depth = len(stage.blocks)
+            blocks = range(depth) if adapted_blocks is None else sorted({b % depth for b in adapted_blocks[i]})
+            for j in blocks:
+                branched = i in self.task_stages and j == depth - 1
+                for layer in adapted_layers:
+                    name = f'stages.{i}.blocks.{j}.{LAYER_PATHS[layer]}'
+                    args = {k: (v[i] if k in PER_STAGE_KEYS and isinstance(v, (list, tuple)) else v)
+                            for k, v in adapter.items() if k != 'type'}
+                    if layer == 'qkv' and 'num_splits' in params:
+                        args['num_splits'] = 3
+                    if branched and layer in task_layers:
+                        args['tasks'] = list(self.tasks)
+                        if i == last_stage:  # nothing reads this block's shared output
+                            args['shared'] = False
+                    targets.append(re.escape(name))
+                    overrides.append(dict(pattern=re.escape(name), **args))
+        if not targets:
+            raise ValueError('the adapter config selects no layer (adapted_layers/adapted_blocks are empty)')
+        return inject_adapters(self, dict(adapter=dict(type=cls), target_modules=targets, overrides=overrides))
+
+    def apply_trainable_policy(self, policy: Union[str, Sequence[str]]) -> Dict[str, int]:
+        """Set ``requires_grad`` of every backbone parameter by ``policy``.
+
+        Returns:
+            The counts of :func:`ditask_mm.adapters.set_trainable`.
+        """
+        if isinstance(policy, str):
+            policy = POLICY_ALIASES.get(policy, policy)
+            if policy == 'frozen':
+                return set_trainable(self, adapters=False)
+            if policy not in TRAINABLE_POLICIES:
+                raise KeyError(f'unknown trainable policy {policy!r}; choose from '
+                               f'{sorted([*TRAINABLE_POLICIES, "frozen", *POLICY_ALIASES])} or give patterns')
+            patterns = TRAINABLE_POLICIES[policy]
+        else:
+            patterns = list(policy)
+        return set_trainable(self, trainable=patterns)
+
+    # ------------------------------------------------------------ weights
+    def init_weights(self) -> None:
+        """Load ``init_cfg``'s pretrained checkpoint, or initialise from scratch.
+
+        A pretrained checkpoint in official, mmseg, mmpretrain or timm format
+        is converted, loaded and checked (:func:`.swin_checkpoint.load_pretrained_swin`), and
+        the SVD caches of the adapted layers are rebuilt from the new weights.
+        """
+        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+            from .swin_checkpoint import load_pretrained_swin
+            load_pretrained_swin(self, self.init_cfg['checkpoint'], min_fraction=self.min_pretrained_fraction)
+        else:
+            super().init_weights()
+            with torch.no_grad():  # mmseg initialises nn.Linear only; adapters wrap theirs
+                for _, layer in adapter_layers(self):
+                    trunc_normal_(layer.weight, std=.02)
+                    if layer.bias is not None:
+                        layer.bias.zero_()
+        self.refresh_svd_caches()
+        self._is_init = True
+
+    def refresh_svd_caches(self) -> int:
+        """Recompute the SVD of every DiTASK layer now; returns how many."""
+        layers = [layer for _, layer in adapter_layers(self) if isinstance(layer, DiTASKLinear)]
+        for layer in layers:
+            layer.svd.refresh(layer.weight)
+        return len(layers)
+
+    # ------------------------------------------------------------ forward
+    def forward(self, x: Tensor) -> Dict[str, List[Tensor]]:
+        """Multi-task features.
+
+        Args:
+            x: Images, ``(B, 3, H, W)``.
+
+        Returns:
+            ``{task: [f1, f2, f3, f4]}`` of ``(B, C_i, H_i, W_i)`` maps (see
+            the module docstring for the two layouts).
+        """
+        x, hw = self.patch_embed(x)
+        if self.use_abs_pos_embed:
+            x = x + self.absolute_pos_embed
+        x = self.drop_after_pos(x)
+        outs: Dict[str, List[Tensor]] = {t: [] for t in self.tasks}
+        last = len(self.stages) - 1
+        for i, stage in enumerate(self.stages):
+            for block in stage.blocks[:-1]:
+                x = block(x, hw)
+            if i in self.task_stages:
+                shared, streams = branched_block_forward(stage.blocks[-1], x, hw, self.tasks, need_shared=i < last)
+            else:
+                shared = stage.blocks[-1](x, hw)
+                streams = {t: shared for t in self.tasks}
+            if self.out_type == 'pre_merge':
+                norm = getattr(self, f'norm{i}')
+                for t in self.tasks:
+                    outs[t].append(self._to_map(norm(streams[t]), hw))
+            if stage.downsample is None:
+                if self.out_type == 'post_merge':
+                    for t in self.tasks:
+                        outs[t].append(self._to_map(streams[t], hw))
+                continue
+            merged, next_hw = self._merge(stage.downsample, shared, streams, hw)
+            if self.out_type == 'post_merge':
+                for t in self.tasks:
+                    outs[t].append(self._to_map(merged[t], next_hw))
+            x, hw = merged[None], next_hw
+        return outs
+
+    def _merge(self, downsample: nn.Module, shared: Tensor, streams: Dict[str, Tensor], hw):
+        """PatchMerging of the shared stream and (post_merge) the distinct task streams, in one call."""
+        names: List[Optional[str]] = [None]
+        tensors = [shared]
+        if self.out_type == 'post_merge':
+            for t in self.tasks:
+                if streams[t] is not shared:
+                    names.append(t)
+                    tensors.append(streams[t])
+        merged, next_hw = downsample(torch.cat(tensors, 0), hw)
+        parts = dict(zip(names, merged.chunk(len(tensors), 0)))
+        result = {t: parts.get(t, parts[None]) for t in self.tasks}
+        result[None] = parts[None]
+        return result, next_hw
+
+    @staticmethod
+    def _to_map(tokens: Tensor, hw) -> Tensor:
+        B, _, C = tokens.shape
+        return tokens.view(B, hw[0], hw[1], C).permute(0, 3, 1, 2).contiguous()
+
+    def train(self, mode: bool = True):
+        """Switch mode; ``requires_grad`` (the trainable policy) is untouched."""
+        super().train(mode)
+        return self
+
+
+@MODELS.register_module()
+class DiTASKSwinTransformer(MultiTaskSwinTransformer):
+    """DiTASK's Swin: :class:`MultiTaskSwinTransformer` with DiTASK adapters.
+
+    Defaults follow the public tiny config: tessellation 64 shared and 4 per
+    task, identity-initialised θ (pass ``adapter=dict(type='DiTASKLinear',
+    theta_init='kaiming', main_path_dropout=0.05, ...)`` for the public
+    code's quirks).
+    """
+
+    def __init__(self, tasks: Sequence[str], adapter: Optional[Dict] = None, **kwargs) -> None:
+        default = dict(type='DiTASKLinear', tessellation_size=64, task_tessellation_size=4)
+        super().__init__(tasks, adapter={**default, **(adapter or {})}, **kwargs)
+
+
+@MODELS.register_module()
+class MTLoRASwinTransformer(MultiTaskSwinTransformer):
+    """MTLoRA's Swin: shared rank-64 and per-task rank-4 LoRA, scales 4, dropout 0.05."""
+
+    def __init__(self, tasks: Sequence[str], adapter: Optional[Dict] = None, **kwargs) -> None:
+        default = dict(type='MTLoRALinear', rank=64, task_rank=4, shared_scale=4.0, task_scale=4.0,
+                       dropout=0.05)
+        super().__init__(tasks, adapter={**default, **(adapter or {})}, **kwargs)

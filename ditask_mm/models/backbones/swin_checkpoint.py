@@ -1,0 +1,377 @@
+"""Load pretrained Swin Transformer checkpoints into an mmseg-named backbone.
+
+Our Swin backbone uses the state-dict names of mmseg's ``SwinTransformer``
+(``stages.i.blocks.j.attn.w_msa.qkv``, ``ffn.layers.0.0``, ``norm0..3``, ...)
+plus adapter tensors (names containing ``theta_`` or ``lora_``). Checkpoints
+come in four layouts:
+
+* ``official`` (Microsoft ``swin_*_22k.pth``, ``{'model': ...}``):
+  ``layers.i.blocks.j.attn.qkv``, ``mlp.fc1/fc2``, ``patch_embed.proj``; the
+  PatchMerging of stage ``i`` is ``layers.i.downsample`` (end of the stage);
+  one final ``norm``; buffers ``relative_position_index`` and ``attn_mask``;
+  ``head`` (21841 classes for 22k files).
+* ``timm`` (>= 0.9): the official names, but the PatchMerging that follows
+  stage ``i`` is ``layers.{i+1}.downsample`` (start of the next stage) and the
+  classifier is ``head.fc``; the index/mask buffers are not persistent.
+* ``mmseg`` / ``mmpretrain``: already our names (``stages.i.downsample`` at the
+  end of stage ``i``). mmseg writes ``norm{i}`` for every output index,
+  mmpretrain classifiers only ``norm3`` (old files: ``norm``) and ``head.fc``.
+
+Official/timm PatchMerging concatenates the 2x2 neighbours as
+``[x(0,0), x(1,0), x(0,1), x(1,1)]`` (row, col offsets) and each block holds
+``C`` channels: input column ``q * C + c`` with ``q = row + 2 * col``.
+mmseg/mmpretrain use ``nn.Unfold``, whose column is ``c * 4 + p`` with
+``p = 2 * row + col``. Hence the reduction weight's columns and the merging
+norm's weight/bias are gathered with ``idx[c * 4 + p] = q(p) * C + c`` where
+``q(p) = (0, 2, 1, 3)[p]`` (see :func:`unfold_merge_index`).
+"""
+import logging
+import os
+import os.path as osp
+import re
+from collections.abc import Mapping
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from mmengine.logging import MMLogger, print_log
+from torch import nn
+
+SWIN_FORMATS = ('official', 'mmseg', 'mmpretrain', 'timm')
+ADAPTER_MARKERS = ('theta_', 'lora_')
+# Deterministic buffers every Swin recomputes at construction.
+DERIVED_BUFFERS = ('relative_position_index', 'attn_mask', 'relative_coords_table')
+_CONTAINER_KEYS = ('state_dict', 'model', 'module')
+_SELECT_PREFIXES = ('backbone.', 'encoder.')
+_STRIP_PREFIXES = ('module.',)
+_OUT_NORM = re.compile(r'^norm(\d+)\.')
+_STAGE = re.compile(r'^(layers|stages)\.(\d+)\.')
+_IN_MEMORY = '<in-memory state dict>'
+
+
+def _is_url(path: str) -> bool:
+    return path.startswith(('http://', 'https://'))
+
+
+def _flatten(obj: Mapping, prefix: str = '') -> Dict[str, torch.Tensor]:
+    """Keep the tensors of ``obj``; nested mappings become dotted names."""
+    out: Dict[str, torch.Tensor] = {}
+    for key, value in obj.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, torch.Tensor):
+            out[name] = value
+        elif isinstance(value, Mapping):
+            out.update(_flatten(value, f'{name}.'))
+    return out
+
+
+def _unwrap(obj: Any) -> Dict[str, torch.Tensor]:
+    """Descend through ``state_dict``/``model``/``module`` containers."""
+    while True:
+        if isinstance(obj, nn.Module):
+            obj = obj.state_dict()
+        if not isinstance(obj, Mapping):
+            return {}
+        inner = next((obj[k] for k in _CONTAINER_KEYS
+                      if k in obj and isinstance(obj[k], (Mapping, nn.Module))), None)
+        if inner is None:
+            return _flatten(obj)
+        obj = inner
+
+
+def read_checkpoint(path: str, map_location: Any = 'cpu') -> Dict[str, torch.Tensor]:
+    """Read a checkpoint file into a flat ``{name: tensor}`` dict.
+
+    Args:
+        path: ``.pth``/``.pt``/``.bin`` (pickle, read with
+            ``weights_only=False``, so only open files you trust),
+            ``.safetensors``, or an ``http(s)://`` URL (mmengine's loader).
+        map_location: Device the tensors are mapped to.
+
+    Returns:
+        The tensors, unwrapped from ``state_dict``/``model``/``module``.
+
+    Raises:
+        FileNotFoundError: If a local ``path`` does not exist.
+        ValueError: If the file is empty or holds no tensors.
+    """
+    path = os.fspath(path)
+    if _is_url(path):
+        from mmengine.runner import CheckpointLoader
+        raw = CheckpointLoader.load_checkpoint(path, map_location=map_location)
+    else:
+        path = osp.expanduser(path)
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'Swin checkpoint {path!r} does not exist')
+        if osp.getsize(path) == 0:
+            raise ValueError(f'Swin checkpoint {path!r} is an empty file (no tensors)')
+        if path.endswith('.safetensors'):
+            from safetensors.torch import load_file
+            device = str(map_location) if isinstance(map_location, (str, torch.device)) else 'cpu'
+            raw = load_file(path, device=device)
+        else:
+            raw = torch.load(path, map_location=map_location, weights_only=False)
+    tensors = _unwrap(raw)
+    if not tensors:
+        raise ValueError(f'Swin checkpoint {path!r} holds no tensors '
+                         f'(top level: {type(raw).__name__})')
+    return tensors
+
+
+def _backbone_view(state_dict: Mapping) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Strip ``module.`` and select the ``backbone.``/``encoder.`` sub-dict.
+
+    Returns:
+        The backbone tensors and the names of the tensors left out
+        (e.g. ``decode_head.*``, ``head.fc.*`` of full-model checkpoints).
+    """
+    cur = _unwrap(state_dict)
+    dropped: List[str] = []
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _STRIP_PREFIXES + _SELECT_PREFIXES:
+            if not any(k.startswith(prefix) for k in cur):
+                continue
+            if prefix in _SELECT_PREFIXES:
+                dropped += [k for k in cur if not k.startswith(prefix)]
+            cur = {k[len(prefix):] if k.startswith(prefix) else k: v
+                   for k, v in cur.items() if k.startswith(prefix) or prefix in _STRIP_PREFIXES}
+            changed = True
+    return cur, dropped
+
+
+def detect_swin_format(state_dict: Mapping) -> str:
+    """Tell which Swin layout a checkpoint uses.
+
+    Args:
+        state_dict: Flat tensors (or a checkpoint container); ``module.``
+            is stripped and a ``backbone.``/``encoder.`` sub-dict selected.
+
+    Returns:
+        One of ``'official'``, ``'mmseg'``, ``'mmpretrain'``, ``'timm'``.
+
+    Raises:
+        ValueError: If it is not a (v1) Swin Transformer checkpoint.
+    """
+    sd, dropped = _backbone_view(state_dict)
+    keys = list(sd)
+    has_blocks = any(re.match(r'^(layers|stages)\.\d+\.blocks\.\d+\.', k) for k in keys)
+    has_table = any(k.endswith('relative_position_bias_table') for k in keys)
+    if not (has_blocks and has_table) or any('cpb_mlp' in k or 'logit_scale' in k for k in keys):
+        sample = (keys or list(state_dict))[:6]
+        raise ValueError('not a Swin Transformer (v1) checkpoint: expected '
+                         "'layers.N.blocks.M.attn...' or 'stages.N.blocks.M.attn.w_msa...' "
+                         f'keys with relative_position_bias_table; first keys: {sample}')
+    if any(k.startswith('stages.') for k in keys):
+        if any(re.match(r'^norm[0-2]\.', k) for k in keys) or any(
+                k.startswith(('decode_head.', 'auxiliary_head.')) for k in dropped):
+            return 'mmseg'
+        if any(k.startswith('norm3.') for k in keys) or any(
+                k.startswith(('head.', 'neck.')) for k in keys + dropped):
+            return 'mmpretrain'
+        return 'mmseg'  # e.g. the output of mmseg's swin2mmseg.py (final 'norm.')
+    if any(re.match(r'^layers\.0\.downsample\.', k) for k in keys):
+        return 'official'
+    if any(re.match(r'^layers\.\d+\.downsample\.', k) for k in keys):
+        return 'timm'
+    # Single-stage network: fall back on buffers and the classifier name.
+    if any(k.endswith(('relative_position_index', 'attn_mask')) or k.startswith('head.weight')
+           for k in keys):
+        return 'official'
+    return 'timm'
+
+
+def unfold_merge_index(channels: int) -> torch.Tensor:
+    """Gather index from official/timm PatchMerging columns to nn.Unfold ones.
+
+    Args:
+        channels: Channels ``C`` of the merged feature map (the merging
+            layer has ``4 * C`` inputs).
+
+    Returns:
+        ``idx`` of length ``4 * C`` with ``unfold_col = official_col[idx]``.
+    """
+    c = torch.arange(channels).repeat_interleave(4)
+    p = torch.arange(4).repeat(channels)
+    row, col = p // 2, p % 2
+    q = row + 2 * col
+    return q * channels + c
+
+
+def _rename_layers_key(key: str, fmt: str) -> str:
+    """Official/timm block and merging names to mmseg names."""
+    m = _STAGE.match(key)
+    stage, rest = int(m.group(2)), key[m.end():]
+    if rest.startswith('downsample.') and fmt == 'timm':
+        stage -= 1
+    rest = re.sub(r'(^|\.)attn\.', r'\1attn.w_msa.', rest, count=1)
+    rest = rest.replace('mlp.fc1.', 'ffn.layers.0.0.').replace('mlp.fc2.', 'ffn.layers.1.')
+    return f'stages.{stage}.{rest}'
+
+
+def convert_swin_state_dict(state_dict: Mapping,
+                            fmt: Optional[str] = None) -> Tuple[Dict[str, torch.Tensor], str]:
+    """Convert a Swin checkpoint to mmseg ``SwinTransformer`` names.
+
+    Renames keys, shifts timm's downsample index, permutes PatchMerging
+    columns for official/timm, maps the final ``norm`` to ``norm{last}`` and
+    drops ``head.*``, ``neck.*`` and derived buffers (``relative_position_index``,
+    ``attn_mask``).
+
+    Args:
+        state_dict: Checkpoint tensors (prefixes are handled as in
+            :func:`detect_swin_format`).
+        fmt: Source format; detected when ``None``.
+
+    Returns:
+        The converted tensors and the source format.
+
+    Raises:
+        ValueError: On an unknown ``fmt`` or a non-Swin checkpoint.
+    """
+    sd, _ = _backbone_view(state_dict)
+    fmt = fmt or detect_swin_format(sd)
+    if fmt not in SWIN_FORMATS:
+        raise ValueError(f'unknown Swin checkpoint format {fmt!r}; expected one of {SWIN_FORMATS}')
+    stages = [int(m.group(2)) for m in map(_STAGE.match, sd) if m]
+    last = max(stages) if stages else 0
+    out: Dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key.startswith(('head.', 'neck.')) or key.endswith(DERIVED_BUFFERS):
+            continue
+        if key.startswith('norm.'):
+            key = f'norm{last}.' + key[len('norm.'):]
+        elif fmt in ('official', 'timm'):
+            if key.startswith('patch_embed.proj.'):
+                key = 'patch_embed.projection.' + key[len('patch_embed.proj.'):]
+            elif key.startswith('layers.'):
+                key = _rename_layers_key(key, fmt)
+                if re.search(r'\.downsample\.(reduction\.weight|norm\.)', key):
+                    idx = unfold_merge_index(value.shape[-1] // 4).to(value.device)
+                    value = value.index_select(value.dim() - 1, idx)
+        out[key] = value
+    return out, fmt
+
+
+def resize_relative_position_tables(state_dict: Dict[str, torch.Tensor],
+                                    model_state: Mapping) -> List[str]:
+    """Bicubically resize bias tables whose window differs from the model's.
+
+    Each head's ``(2W-1) x (2W-1)`` grid is resampled with
+    ``F.interpolate(mode='bicubic', align_corners=False)``; ``state_dict`` is
+    updated in place. Tables that cannot be resized (different head counts,
+    non-square grids) are left alone for the caller's shape check.
+
+    Args:
+        state_dict: Converted (mmseg-named) tensors.
+        model_state: The model's state dict (or any ``{name: tensor}``).
+
+    Returns:
+        Names of the resized tables.
+    """
+    resized = []
+    for key, table in list(state_dict.items()):
+        if not key.endswith('relative_position_bias_table') or key not in model_state:
+            continue
+        target = model_state[key]
+        if table.shape == target.shape:
+            continue
+        (len_src, heads), (len_dst, heads_dst) = table.shape, target.shape
+        side_src, side_dst = round(len_src ** 0.5), round(len_dst ** 0.5)
+        if heads != heads_dst or side_src ** 2 != len_src or side_dst ** 2 != len_dst:
+            continue
+        grid = table.float().t().reshape(1, heads, side_src, side_src)
+        grid = F.interpolate(grid, size=(side_dst, side_dst), mode='bicubic', align_corners=False)
+        state_dict[key] = grid.reshape(heads, len_dst).t().contiguous().to(table.dtype)
+        resized.append(key)
+    return resized
+
+
+def _is_adapter(name: str) -> bool:
+    return any(marker in name for marker in ADAPTER_MARKERS)
+
+
+def _backbone_weights(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Parameters and persistent buffers, minus adapters and derived buffers."""
+    return {k: v for k, v in model.state_dict().items()
+            if not _is_adapter(k) and not k.endswith(DERIVED_BUFFERS)}
+
+
+def _head(names: List[str], n: int = 5) -> str:
+    return ', '.join(names[:n]) + (', ...' if len(names) > n else '')
+
+
+def load_pretrained_swin(model: nn.Module,
+                         checkpoint: Union[str, Mapping],
+                         min_fraction: float = 0.95,
+                         logger: Optional[Union[logging.Logger, str]] = None) -> Dict[str, Any]:
+    """Load a Swin checkpoint of any supported format into ``model``.
+
+    The expected "backbone weights" are the model's parameters and persistent
+    buffers except adapter tensors (``theta_``/``lora_``), derived buffers
+    (``relative_position_index``, ``attn_mask``) and output norms
+    ``norm0..norm3`` the checkpoint cannot provide: official/timm files only
+    hold the final norm (loaded as ``norm{last}``), mmpretrain classifiers only
+    ``norm3``; the others keep their initialisation and are counted in the
+    summary as ``out-norms at init``.
+
+    Args:
+        model: Backbone with mmseg ``SwinTransformer`` state-dict names.
+        checkpoint: Path/URL (see :func:`read_checkpoint`) or tensors.
+        min_fraction: Least fraction (by element count) of the expected
+            backbone weights that must load.
+        logger: Logger for the one-line summary; the current MMLogger if None.
+
+    Returns:
+        ``{'format', 'loaded', 'missing', 'unexpected', 'resized', 'fraction'}``
+        (``loaded``/``missing``/``unexpected``/``resized`` are key lists).
+
+    Raises:
+        RuntimeError: On a shape mismatch after conversion, or when less than
+            ``min_fraction`` of the expected weights load.
+    """
+    source = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else _IN_MEMORY
+    raw = read_checkpoint(source) if source != _IN_MEMORY else checkpoint
+    converted, fmt = convert_swin_state_dict(raw)
+    model_state = model.state_dict()
+    resized = resize_relative_position_tables(converted, model_state)
+
+    expected = _backbone_weights(model)
+    skipped_norms = sorted(k for k in expected if _OUT_NORM.match(k) and k not in converted)
+    for key in skipped_norms:
+        expected.pop(key)
+
+    to_load, unexpected = {}, []
+    for key, value in converted.items():
+        if key not in model_state:
+            unexpected.append(key)
+        elif value.shape != model_state[key].shape:
+            raise RuntimeError(
+                f'Swin checkpoint {source} ({fmt} format): shape mismatch for {key!r} after '
+                f'conversion: checkpoint {tuple(value.shape)} vs model '
+                f'{tuple(model_state[key].shape)}')
+        else:
+            to_load[key] = value
+    model.load_state_dict(to_load, strict=False)
+
+    loaded = [k for k in expected if k in to_load]
+    missing = [k for k in expected if k not in to_load]
+    total = sum(v.numel() for v in expected.values())
+    fraction = sum(expected[k].numel() for k in loaded) / total if total else 0.0
+    print_log(
+        f'Swin checkpoint {source} ({fmt}): loaded {len(loaded)}/{len(expected)} backbone '
+        f'tensors ({fraction:.1%} of elements), resized {len(resized)} tables, '
+        f'out-norms at init {len(skipped_norms)}; missing {len(missing)}'
+        + (f' [{_head(missing)}]' if missing else '')
+        + f'; unexpected {len(unexpected)}' + (f' [{_head(unexpected)}]' if unexpected else ''),
+        logger=logger if logger is not None else MMLogger.get_current_instance(),
+        level=logging.WARNING if missing or unexpected else logging.INFO)
+    if fraction < min_fraction:
+        raise RuntimeError(
+            f'Swin checkpoint {source} (detected format: {fmt}) provided only {fraction:.1%} of '
+            f'the expected backbone weights ({len(loaded)}/{len(expected)} tensors); expected at '
+            f'least {min_fraction:.0%} of the parameters of an mmseg-named SwinTransformer '
+            f'matching the model. First missing keys: {_head(missing, 8)}')
+    return dict(format=fmt, loaded=loaded, missing=missing, unexpected=unexpected,
+                resized=resized, fraction=fraction)

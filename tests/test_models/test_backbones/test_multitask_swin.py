@@ -1,0 +1,191 @@
+"""The multi-task Swin backbone: task streams, outputs, no dead work, policies."""
+import copy
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+from mmseg.models.backbones import SwinTransformer
+
+import ditask_mm.models  # noqa: F401
+from ditask_mm.adapters import DiTASKLinear, MTLoRALinear, adapter_layers
+from ditask_mm.models.backbones import DiTASKSwinTransformer, MTLoRASwinTransformer, MultiTaskSwinTransformer
+from ditask_mm.models.backbones.task_branch import branched_block_forward
+
+TASKS = ('semseg', 'human_parts', 'sal', 'normals')
+TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
+
+
+def tiny_backbone(cls=DiTASKSwinTransformer, **kwargs):
+    torch.manual_seed(0)
+    kwargs.setdefault('adapter', dict(tessellation_size=8, task_tessellation_size=4))
+    model = cls(TASKS, arch=TINY, window_size=4, pretrain_img_size=64, drop_path_rate=0.0, **kwargs)
+    model.init_weights()
+    return model
+
+
+def plain_swin(backbone, out_indices=(0, 1, 2, 3)):
+    """An mmseg SwinTransformer holding the backbone's (frozen) weights."""
+    plain = SwinTransformer(pretrain_img_size=64, window_size=4, drop_path_rate=0.0, out_indices=out_indices,
+                            **TINY)
+    result = plain.load_state_dict(backbone.state_dict(), strict=False)
+    assert not [k for k in result.missing_keys if not k.startswith('norm')]
+    plain.eval()
+    return plain
+
+
+def test_pre_merge_outputs_equal_plain_mmseg_swin_at_zero_theta():
+    model = tiny_backbone(out_type='pre_merge')
+    model.eval()
+    plain = plain_swin(model)
+    x = torch.randn(2, 3, 128, 96)
+    ref = plain(x)
+    outs = model(x)
+    assert list(outs) == list(TASKS)
+    for task in TASKS:
+        for out, expected in zip(outs[task], ref):
+            assert out.shape == expected.shape
+            torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_post_merge_outputs_are_the_public_layout_and_equal_mmseg_at_zero_theta():
+    model = tiny_backbone()
+    model.eval()
+    plain = plain_swin(model, out_indices=())
+    x = torch.randn(1, 3, 128, 128)
+    # reference: mmseg's own stages, PatchMerging outputs and the last stage output
+    tokens, hw = plain.patch_embed(x)
+    expected = []
+    for stage in plain.stages:
+        tokens, hw, out, out_hw = stage(tokens, hw)
+        expected.append(tokens.view(1, *hw, -1).permute(0, 3, 1, 2))
+    outs = model(x)
+    shapes = [tuple(o.shape) for o in outs['sal']]
+    assert shapes == [(1, 32, 16, 16), (1, 64, 8, 8), (1, 128, 4, 4), (1, 128, 4, 4)]  # 2C,4C,8C,8C at 1/8..1/32
+    for task in TASKS:
+        for out, ref in zip(outs[task], expected):
+            torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_branched_block_matches_mmseg_block_with_shift_and_padding():
+    model = tiny_backbone()
+    block = model.stages[0].blocks[-1]  # shifted (odd) block
+    assert block.attn.shift_size > 0
+    for hw in [(8, 8), (6, 10)]:  # 6 and 10 are not multiples of the window: padding
+        x = torch.randn(2, hw[0] * hw[1], 16)
+        reference = copy.deepcopy(block)
+        for _, layer in adapter_layers(reference):
+            layer.tasks = ()  # plain shared path
+        shared, streams = branched_block_forward(block, x, hw, TASKS, need_shared=True)
+        expected = reference(x, hw)
+        torch.testing.assert_close(shared, expected, atol=1e-5, rtol=1e-5)
+        for task in TASKS:
+            torch.testing.assert_close(streams[task], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_task_streams_differ_and_each_task_theta_moves_only_its_outputs():
+    model = tiny_backbone(adapter=dict(tessellation_size=8, task_tessellation_size=4, theta_init='kaiming'))
+    model.eval()
+    x = torch.randn(1, 3, 64, 64)
+    outs_a = model(x)
+    assert (outs_a['semseg'][0] - outs_a['normals'][0]).abs().max() > 1e-4
+    with torch.no_grad():
+        for _, layer in adapter_layers(model):
+            if 'semseg' in layer.tasks:
+                layer.theta_tasks['semseg'].add_(0.5)
+    outs_b = model(x)
+    for i in range(4):
+        assert (outs_a['semseg'][i] - outs_b['semseg'][i]).abs().max() > 1e-5
+        for task in ('human_parts', 'sal', 'normals'):  # later stages read the shared stream only
+            torch.testing.assert_close(outs_a[task][i], outs_b[task][i])
+
+
+def test_no_dead_thetas_and_every_trainable_parameter_gets_a_gradient():
+    model = tiny_backbone(adapter=dict(tessellation_size=8, task_tessellation_size=4, theta_init='kaiming'))
+    model.train()
+    layers = dict(adapter_layers(model))
+    assert all(not layers[n].tasks for n in layers if n.endswith('qkv'))  # no qkv task θ
+    last = layers['stages.3.blocks.1.ffn.layers.0.0']
+    assert last.theta_shared is None and last.tasks == TASKS  # no unused shared path
+    assert layers['stages.3.blocks.1.attn.w_msa.qkv'].theta_shared is not None  # attention stays shared
+    outs = model(torch.randn(2, 3, 64, 64))
+    sum(o.square().mean() for maps in outs.values() for o in maps).backward()
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None and param.grad.abs().sum() > 0, f'{name} got no gradient'
+        else:
+            assert param.grad is None, name
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_runs_without_find_unused_parameters():
+    model = tiny_backbone(adapter=dict(tessellation_size=8, task_tessellation_size=4, theta_init='kaiming'))
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()))
+    dist.init_process_group('gloo', rank=0, world_size=1)
+    try:
+        ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
+        opt = torch.optim.SGD([p for p in ddp.parameters() if p.requires_grad], lr=1e-3)
+        for _ in range(2):  # DDP raises in the 2nd step if a parameter got no gradient in the 1st
+            opt.zero_grad()
+            outs = ddp(torch.randn(1, 3, 64, 64))
+            sum(o.mean() for maps in outs.values() for o in maps).backward()
+            opt.step()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_swin_t_parameter_accounting_matches_the_public_code():
+    tasks = ('semseg', 'human_parts', 'sal', 'normals')
+    ditask = DiTASKSwinTransformer(tasks)
+    trainable = sum(p.numel() for p in ditask.parameters() if p.requires_grad)
+    thetas = sum(p.numel() for n, p in ditask.named_parameters() if 'theta_' in n)
+    assert thetas == 48 * 63 - 3 * 63 + 4 * 3 * 4 * 3  # 2,979: public 3,312 minus 333 dead θ
+    assert trainable == 1_602_525
+    mtlora = MTLoRASwinTransformer(tasks)
+    assert sum(p.numel() for p in mtlora.parameters() if p.requires_grad) == 5_808_186
+    assert all(isinstance(m, MTLoRALinear) for _, m in adapter_layers(mtlora))
+    # full fine-tuning: Swin-T's 28,288,354 minus the 1000-class head and the final norm
+    full = MultiTaskSwinTransformer(tasks, trainable='all')
+    assert sum(p.numel() for p in full.parameters() if p.requires_grad) == 27_517_818
+    assert full.task_stages == () and not list(adapter_layers(full))
+
+
+def test_trainable_policies_survive_train_and_eval():
+    model = tiny_backbone()
+    thetas = sum(p.numel() for n, p in model.named_parameters() if 'theta_' in n)
+    for policy, check in [('theta', lambda n: 'theta_' in n),
+                          ('adapters_norms', lambda n: 'theta_' in n or 'norm' in n),
+                          ('frozen', lambda n: False)]:
+        model.apply_trainable_policy(policy)
+        model.train()
+        model.eval()
+        for name, param in model.named_parameters():
+            assert param.requires_grad == check(name), (policy, name)
+    assert thetas > 0
+    with pytest.raises(KeyError, match="unknown trainable policy 'thetas'"):
+        model.apply_trainable_policy('thetas')
+
+
+def test_configurable_layers_blocks_and_per_stage_tessellation():
+    model = tiny_backbone(adapter=dict(tessellation_size=[4, 8, 16, 32], task_tessellation_size=[2, 3, 4, 5]),
+                          adapted_layers=('qkv', 'fc2'), task_layers=('fc2', ), adapted_blocks=[[-1]] * 4)
+    layers = dict(adapter_layers(model))
+    assert sorted(layers) == sorted(f'stages.{i}.blocks.1.{p}' for i in range(4)
+                                    for p in ('attn.w_msa.qkv', 'ffn.layers.1'))
+    assert layers['stages.2.blocks.1.attn.w_msa.qkv'].shared_transform.tessellation_size == 16
+    assert layers['stages.1.blocks.1.ffn.layers.1'].task_transforms['sal'].tessellation_size == 3
+    assert isinstance(layers['stages.0.blocks.1.ffn.layers.1'], DiTASKLinear)
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert len(outs['normals']) == 4
+    with pytest.raises(ValueError, match='qkv cannot be task-specific'):
+        tiny_backbone(task_layers=('qkv', ))
+    with pytest.raises(ValueError, match="unknown layers \\['fc3'\\]"):
+        tiny_backbone(adapted_layers=('fc3', ))
+    with pytest.raises(ValueError, match='distinct task names'):
+        DiTASKSwinTransformer(['a', 'a'], arch=TINY)
