@@ -26,6 +26,7 @@ import importlib.util
 import os.path as osp
 import sys
 import types
+import warnings
 from typing import Callable, Optional
 
 from ._logging import log_once
@@ -136,6 +137,10 @@ def apply() -> Optional[str]:
         setattr(ops, name, getattr(pure, name))
     for name in CALL_TIME_PLACEHOLDERS:
         setattr(ops, name, _placeholder(name))
+    # mmcv-lite's own bricks warn once per process that this compiled op is
+    # missing; the log line below says the same for every compiled op.
+    warnings.filterwarnings('ignore', message='Fail to import ``MultiScaleDeformableAttention``',
+                            category=UserWarning)
     log_once('mmcv_ops.shim', 'mmcv._ext not found (mmcv-lite): mmcv.ops now serves only '
              'pure-PyTorch ops (point_sample, bilinear_grid_sample); compiled ops raise '
              'MissingCompiledOpError with install instructions')
