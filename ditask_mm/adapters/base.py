@@ -37,6 +37,8 @@ class AdapterLayer(nn.Module):
 
     #: Names (relative to the layer) of the parameters an adapter adds.
     adapter_param_prefixes: Tuple[str, ...] = ()
+    #: The module type an adapter replaces (checked by ``inject_adapters``).
+    wraps = nn.Linear
 
     def __init__(self, base_layer: nn.Linear, tasks: Optional[Sequence[str]] = None) -> None:
         super().__init__()

@@ -20,15 +20,16 @@ from .config import AdapterConfig
 
 
 def _adapter_class(type_: Union[str, type]) -> type:
+    """The adapter class for a config ``type``; it must say what it wraps."""
     cls = MODELS.get(type_) if isinstance(type_, str) else type_
-    if cls is None or not (isinstance(cls, type) and issubclass(cls, AdapterLayer)):
+    if cls is None or not (isinstance(cls, type) and isinstance(getattr(cls, 'wraps', None), type)):
         raise KeyError(f'{type_!r} is not a registered adapter layer type (e.g. DiTASKLinear, '
-                       'LoRALinear, MTLoRALinear)')
+                       'LoRALinear, MTLoRALinear, DiTASKMultiheadAttention)')
     return cls
 
 
 def inject_adapters(model: nn.Module,
-                    config: Union[AdapterConfig, Mapping[str, Any]]) -> Dict[str, AdapterLayer]:
+                    config: Union[AdapterConfig, Mapping[str, Any]]) -> Dict[str, nn.Module]:
     """Replace the linear layers selected by ``config`` with adapters, in place.
 
     Args:
@@ -40,7 +41,9 @@ def inject_adapters(model: nn.Module,
         ``{qualified name: adapter layer}`` for every replaced module.
 
     Raises:
-        TypeError: If a selected module is not an ``nn.Linear``.
+        TypeError: If a selected module is not what the adapter wraps (an
+            ``nn.Linear``, or ``nn.MultiheadAttention`` for
+            :class:`DiTASKMultiheadAttention`).
         ValueError: If nothing matches, if a target pattern matches nothing
             (unless ``allow_unmatched``), or if a selected linear is one whose
             ``forward`` its parent never calls (``nn.MultiheadAttention``'s
@@ -58,26 +61,29 @@ def inject_adapters(model: nn.Module,
     if unmatched and not config.allow_unmatched:
         raise ValueError(f'target_modules patterns {unmatched} match no module of '
                          f'{type(model).__name__} (set allow_unmatched=True if intended)')
-    replaced: Dict[str, AdapterLayer] = {}
+    replaced: Dict[str, nn.Module] = {}
     for name in targets:
         module = modules[name]
-        if isinstance(module, AdapterLayer):
+        args = config.arguments_for(name)
+        cls = _adapter_class(args.pop('type'))
+        if isinstance(module, AdapterLayer) or getattr(type(module), 'wraps', None) is not None:
             raise TypeError(f'{name} is already adapted ({type(module).__name__})')
-        if not isinstance(module, nn.Linear):
-            raise TypeError(f'target {name} is a {type(module).__name__}, not an nn.Linear; '
-                            'narrow target_modules')
+        if not isinstance(module, cls.wraps):
+            torch_nn = cls.wraps.__module__.startswith('torch.nn')
+            wraps = f'nn.{cls.wraps.__name__}' if torch_nn else cls.wraps.__qualname__
+            raise TypeError(f'target {name} is a {type(module).__name__}, not the {wraps} that '
+                            f'{cls.__name__} wraps; narrow target_modules')
         parent_name, _, child = name.rpartition('.')
         parent = modules[parent_name] if parent_name else model
         if isinstance(parent, nn.MultiheadAttention):
             raise ValueError(f'{name} belongs to nn.MultiheadAttention, whose forward reads its '
-                             "weights directly and would bypass an adapter; adapt the model's "
-                             'own linear layers instead')
-        args = config.arguments_for(name)
-        cls = _adapter_class(args.pop('type'))
+                             'weights directly and would bypass an adapter; adapt the attention '
+                             'module itself with DiTASKMultiheadAttention')
         adapter = cls(module, **args)
         setattr(parent, child, adapter)
         replaced[name] = adapter
-    num_new = sum(p.numel() for a in replaced.values() for _, p in a.adapter_parameters())
+    num_new = sum(p.numel() for a in replaced.values() for _, layer in adapter_layers(a)
+                  for _, p in layer.adapter_parameters())
     kinds = sorted({type(a).__name__ for a in replaced.values()})
     print_log(f'[ditask_mm] adapted {len(replaced)} linear layers of {type(model).__name__} '
               f'with {"/".join(kinds)}: {num_new:,} adapter parameters',
@@ -107,19 +113,19 @@ def set_trainable(model: nn.Module,
     Raises:
         ValueError: If a pattern in ``trainable`` matches no parameter.
     """
-    frozen_inside_adapters = set()
+    frozen_inside_adapters = set()  # parameter ids: a weight may be shared under two names
     adapter_params = set()
-    for prefix, layer in adapter_layers(model):
-        frozen_inside_adapters.update(f'{prefix}.{n}' for n in ('weight', 'bias'))
-        adapter_params.update(f'{prefix}.{n}' for n, _ in layer.adapter_parameters())
+    for _, layer in adapter_layers(model):
+        frozen_inside_adapters.update(id(p) for p in (layer.weight, layer.bias) if p is not None)
+        adapter_params.update(id(p) for _, p in layer.adapter_parameters())
     patterns = [re.compile(p) for p in trainable]
     hits = {p.pattern: 0 for p in patterns}
     counts = dict(trainable=0, total=0, adapter=0, other=0)
     for name, param in model.named_parameters():
         train = False
-        if name in adapter_params:
+        if id(param) in adapter_params:
             train = adapters
-        elif name not in frozen_inside_adapters:
+        elif id(param) not in frozen_inside_adapters:
             for pattern in patterns:
                 if pattern.search(name):
                     hits[pattern.pattern] += 1
@@ -128,7 +134,7 @@ def set_trainable(model: nn.Module,
         counts['total'] += param.numel()
         if train:
             counts['trainable'] += param.numel()
-            counts['adapter' if name in adapter_params else 'other'] += param.numel()
+            counts['adapter' if id(param) in adapter_params else 'other'] += param.numel()
     unused = [p for p, n in hits.items() if n == 0]
     if unused:
         raise ValueError(f'trainable patterns {unused} match no parameter of {type(model).__name__}')

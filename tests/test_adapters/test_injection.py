@@ -158,7 +158,7 @@ def test_bad_configs_fail_loudly():
     with pytest.raises(ValueError, match=r"patterns \['.*typo'\] match no module"):
         inject_adapters(tiny_swin(), dict(adapter=dict(type='DiTASKLinear'),
                                           target_modules=[r'.*\.qkv', r'.*typo']))
-    with pytest.raises(TypeError, match='is a Sequential, not an nn.Linear'):
+    with pytest.raises(TypeError, match='is a Sequential, not the nn.Linear that DiTASKLinear wraps'):
         inject_adapters(tiny_swin(), dict(adapter=dict(type='DiTASKLinear'),
                                           target_modules=[r'stages\.0\.blocks\.0\.ffn\.layers\.0']))
     with pytest.raises(KeyError, match='not a registered adapter'):
