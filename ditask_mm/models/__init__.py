@@ -8,4 +8,5 @@ that their config types resolve.
 import mmseg.models  # noqa: F401  (populates the parent registry)
 
 from .. import adapters  # noqa: F401  (registers the adapter layers)
-from . import backbones  # noqa: F401,E402
+from . import backbones, decode_heads, losses, segmentors  # noqa: F401,E402
+from .data_preprocessor import MultiTaskDataPreProcessor  # noqa: F401,E402

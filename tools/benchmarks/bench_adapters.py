@@ -4,8 +4,13 @@
 Variants (each run in its own subprocess so peak memory is its own):
 
 * ``ditask``: DiTASKLinear, tessellation 64, cached SVD (ours);
-* ``ditask_per_call_svd``: the same with the SVD recomputed on every call,
-  as the public DiTASK code does;
+* ``ditask_per_call_svd``: the same with the SVD recomputed on every call
+  (``recompute_svd=True``): the public code's SVD cost, nothing else;
+* ``public_ditask``: an emulation of everything the public DiTASK layer
+  does per call in a block that is not the last of its stage
+  (shared/docs/method.md §2.2, §8): the SVD every call, a frozen ``W·x``
+  whose result is discarded, and, for qkv, four task transforms (their SVDs
+  and GEMMs) whose outputs are discarded;
 * ``lora_r64``: LoRALinear, rank 64;
 * ``mtlora``: MTLoRALinear shared path (rank 64, dropout 0.05, as the public
   MTLoRA tiny config; the task paths only exist in 4 of 12 blocks);
@@ -33,7 +38,7 @@ import sys
 import time
 from typing import Dict, List
 
-VARIANTS = ('ditask', 'ditask_per_call_svd', 'lora_r64', 'mtlora', 'frozen')
+VARIANTS = ('ditask', 'ditask_per_call_svd', 'public_ditask', 'lora_r64', 'mtlora', 'frozen')
 
 
 def swin_t_shapes(batch: int, img: int) -> List[Dict]:
@@ -49,11 +54,34 @@ def swin_t_shapes(batch: int, img: int) -> List[Dict]:
     return shapes
 
 
+def public_ditask_layer(base, splits: int):
+    """A DiTASKLinear doing the public layer's per-call work (see module doc)."""
+    import torch.nn.functional as F
+
+    from ditask_mm.adapters import DiTASKLinear
+
+    class PublicDiTASKEmulation(DiTASKLinear):
+
+        def forward(self, x, task=None):
+            F.linear(x, self.weight, self.bias)  # public lora.py:228, result discarded
+            out = super().forward(x)  # recompute_svd=True: SVD every call
+            if self.num_splits == 3:  # qkv task transforms, computed and discarded
+                for t in self.tasks:
+                    super().forward(x, task=t)
+            return out
+
+    tasks = ['semseg', 'human_parts', 'sal', 'normals'] if splits == 3 else None
+    return PublicDiTASKEmulation(base, tessellation_size=64, tasks=tasks, num_splits=splits,
+                                 theta_init='kaiming', recompute_svd=True, compute_mode='dense')
+
+
 def build_layer(variant: str, fan_in: int, fan_out: int, splits: int, device: str):
     import torch.nn as nn
 
     from ditask_mm.adapters import DiTASKLinear, LoRALinear, MTLoRALinear
     base = nn.Linear(fan_in, fan_out).to(device)
+    if variant == 'public_ditask':
+        return public_ditask_layer(base, splits)
     if variant in ('ditask', 'ditask_per_call_svd'):
         return DiTASKLinear(base, tessellation_size=64, num_splits=splits, theta_init='kaiming',
                             recompute_svd=variant == 'ditask_per_call_svd')
@@ -136,9 +164,17 @@ def run_worker(args) -> Dict:
         sync()
         times.append((time.perf_counter() - start) * 1000)
     peak = (torch.cuda.max_memory_allocated() if device.startswith('cuda') else peak_rss()) - base_mem
+    svd_ms = None
+    if args.variant == 'ditask':  # what one SVD of every layer costs: the per-call overhead
+        sync()
+        start = time.perf_counter()
+        for layer in layers:
+            layer.svd.refresh(layer.weight)
+        sync()
+        svd_ms = (time.perf_counter() - start) * 1000
     adapter_params = sum(p.numel() for layer in layers for p in layer.parameters() if p.requires_grad)
     return dict(variant=args.variant, device=device, ms_median=statistics.median(times),
-                ms_min=min(times), iters=args.iters, peak_extra_mib=max(peak, 0) / 2**20,
+                ms_min=min(times), iters=args.iters, peak_extra_mib=max(peak, 0) / 2**20, svd_ms=svd_ms,
                 trainable_params=adapter_params, threads=torch.get_num_threads(),
                 torch=torch.__version__)
 
@@ -154,9 +190,17 @@ def markdown_table(results: List[Dict]) -> str:
                      f"{r['trainable_params']:,} |")
     if 'ditask' in by_name:
         d = by_name['ditask']['ms_median']
+        lines.append('')
         if 'ditask_per_call_svd' in by_name:
-            lines.append(f"\nCached SVD speed-up over per-call SVD: "
+            lines.append(f"Cached SVD speed-up over per-call SVD: "
                          f"{by_name['ditask_per_call_svd']['ms_median'] / d:.1f}× (target ≥ 10×).")
+        if 'public_ditask' in by_name:
+            lines.append(f"Speed-up over the public layer's per-call work: "
+                         f"{by_name['public_ditask']['ms_median'] / d:.1f}×.")
+        if by_name['ditask'].get('svd_ms'):
+            lines.append(f"One SVD of all 16 matrices takes {by_name['ditask']['svd_ms']:.0f} ms here, so "
+                         f"per-call SVD can cost at most {(d + by_name['ditask']['svd_ms']) / d:.1f}× the cached "
+                         'layer at this token count.')
         if 'lora_r64' in by_name:
             lines.append(f"DiTASK time / LoRA r=64 time: {d / by_name['lora_r64']['ms_median']:.2f} "
                          f"(target ≤ 1.5).")

@@ -13,6 +13,7 @@ come in four layouts:
 * ``timm`` (>= 0.9): the official names, but the PatchMerging that follows
   stage ``i`` is ``layers.{i+1}.downsample`` (start of the next stage) and the
   classifier is ``head.fc``; the index/mask buffers are not persistent.
+  (timm < 0.9 files use the official layout and are read as ``official``.)
 * ``mmseg`` / ``mmpretrain``: already our names (``stages.i.downsample`` at the
   end of stage ``i``). mmseg writes ``norm{i}`` for every output index,
   mmpretrain classifiers only ``norm3`` (old files: ``norm``) and ``head.fc``.
@@ -164,13 +165,16 @@ def detect_swin_format(state_dict: Mapping) -> str:
                          "'layers.N.blocks.M.attn...' or 'stages.N.blocks.M.attn.w_msa...' "
                          f'keys with relative_position_bias_table; first keys: {sample}')
     if any(k.startswith('stages.') for k in keys):
-        if any(re.match(r'^norm[0-2]\.', k) for k in keys) or any(
-                k.startswith(('decode_head.', 'auxiliary_head.')) for k in dropped):
+        # Same names; tell them apart by the heads (segmentor vs classifier),
+        # then by the output norms (mmseg: one per out_index, mmpretrain: norm3).
+        if any(k.startswith(('decode_head.', 'auxiliary_head.')) for k in dropped):
             return 'mmseg'
-        if any(k.startswith('norm3.') for k in keys) or any(
-                k.startswith(('head.', 'neck.')) for k in keys + dropped):
+        if any(k.startswith(('head.', 'neck.')) for k in keys + dropped):
             return 'mmpretrain'
-        return 'mmseg'  # e.g. the output of mmseg's swin2mmseg.py (final 'norm.')
+        if not any(re.match(r'^norm[0-2]\.', k) for k in keys) and any(
+                k.startswith('norm3.') for k in keys):
+            return 'mmpretrain'
+        return 'mmseg'  # also the output of mmseg's swin2mmseg.py (final 'norm.')
     if any(re.match(r'^layers\.0\.downsample\.', k) for k in keys):
         return 'official'
     if any(re.match(r'^layers\.\d+\.downsample\.', k) for k in keys):
@@ -210,6 +214,23 @@ def _rename_layers_key(key: str, fmt: str) -> str:
     return f'stages.{stage}.{rest}'
 
 
+def _final_stage(sd: Mapping) -> int:
+    """Index of the last stage, which the final ``norm`` belongs to.
+
+    Channels double per stage, so ``log2(norm dims / embed dims)`` answers
+    even when the last stage's tensors are absent; else the highest index.
+    """
+    stages = [int(m.group(2)) for m in map(_STAGE.match, sd) if m]
+    highest = max(stages) if stages else 0
+    embed = next((v.shape[0] for k, v in sd.items() if k.startswith('patch_embed.proj')
+                  and k.endswith('.weight')), None)
+    if 'norm.weight' not in sd or not embed:
+        return highest
+    ratio = sd['norm.weight'].shape[0] // embed
+    exact = ratio * embed == sd['norm.weight'].shape[0] and ratio & (ratio - 1) == 0
+    return ratio.bit_length() - 1 if exact else highest
+
+
 def convert_swin_state_dict(state_dict: Mapping,
                             fmt: Optional[str] = None) -> Tuple[Dict[str, torch.Tensor], str]:
     """Convert a Swin checkpoint to mmseg ``SwinTransformer`` names.
@@ -230,12 +251,11 @@ def convert_swin_state_dict(state_dict: Mapping,
     Raises:
         ValueError: On an unknown ``fmt`` or a non-Swin checkpoint.
     """
-    sd, _ = _backbone_view(state_dict)
-    fmt = fmt or detect_swin_format(sd)
+    fmt = fmt or detect_swin_format(state_dict)
     if fmt not in SWIN_FORMATS:
         raise ValueError(f'unknown Swin checkpoint format {fmt!r}; expected one of {SWIN_FORMATS}')
-    stages = [int(m.group(2)) for m in map(_STAGE.match, sd) if m]
-    last = max(stages) if stages else 0
+    sd, _ = _backbone_view(state_dict)
+    last = _final_stage(sd)
     out: Dict[str, torch.Tensor] = {}
     for key, value in sd.items():
         if key.startswith(('head.', 'neck.')) or key.endswith(DERIVED_BUFFERS):
@@ -303,18 +323,18 @@ def _head(names: List[str], n: int = 5) -> str:
 
 
 def load_pretrained_swin(model: nn.Module,
-                         checkpoint: Union[str, Mapping],
+                         checkpoint: Union[str, os.PathLike, Mapping],
                          min_fraction: float = 0.95,
                          logger: Optional[Union[logging.Logger, str]] = None) -> Dict[str, Any]:
     """Load a Swin checkpoint of any supported format into ``model``.
 
     The expected "backbone weights" are the model's parameters and persistent
     buffers except adapter tensors (``theta_``/``lora_``), derived buffers
-    (``relative_position_index``, ``attn_mask``) and output norms
-    ``norm0..norm3`` the checkpoint cannot provide: official/timm files only
-    hold the final norm (loaded as ``norm{last}``), mmpretrain classifiers only
-    ``norm3``; the others keep their initialisation and are counted in the
-    summary as ``out-norms at init``.
+    (``relative_position_index``, ``attn_mask``) and the output norms
+    ``norm0..norm3`` absent from the converted checkpoint: official/timm files
+    only hold the final norm (loaded as ``norm{last}``), mmpretrain classifiers
+    only ``norm3``; the others keep their initialisation and are counted in
+    the summary as ``out-norms at init``. Nothing is loaded when a check fails.
 
     Args:
         model: Backbone with mmseg ``SwinTransformer`` state-dict names.
@@ -353,8 +373,6 @@ def load_pretrained_swin(model: nn.Module,
                 f'{tuple(model_state[key].shape)}')
         else:
             to_load[key] = value
-    model.load_state_dict(to_load, strict=False)
-
     loaded = [k for k in expected if k in to_load]
     missing = [k for k in expected if k not in to_load]
     total = sum(v.numel() for v in expected.values())
@@ -373,5 +391,6 @@ def load_pretrained_swin(model: nn.Module,
             f'the expected backbone weights ({len(loaded)}/{len(expected)} tensors); expected at '
             f'least {min_fraction:.0%} of the parameters of an mmseg-named SwinTransformer '
             f'matching the model. First missing keys: {_head(missing, 8)}')
+    model.load_state_dict(to_load, strict=False)
     return dict(format=fmt, loaded=loaded, missing=missing, unexpected=unexpected,
                 resized=resized, fraction=fraction)
