@@ -4,7 +4,7 @@
 # shared LoRA of the last block of the last stage, whose output nothing
 # reads, is not built (589,824 parameters fewer: 5,808,186 vs 6,398,010).
 _base_ = ['../ditask/swin-t_pascal-mtl.py']
-model = dict(
+model = dict(backbone=dict(
     type='MTLoRASwinTransformer',
     adapter=dict(_delete_=True, type='MTLoRALinear', rank=64, task_rank=4, shared_scale=4.0,
-                 task_scale=4.0, dropout=0.05))
+                 task_scale=4.0, dropout=0.05)))

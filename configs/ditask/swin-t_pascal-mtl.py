@@ -3,4 +3,4 @@
 # training-relevant quirks: kaiming-initialised θ and dropout 0.05 on the
 # frozen main path (see swin-t_pascal-mtl_clean.py for neither).
 _base_ = ['../_base_/models/ditask_swin-t.py', '../_base_/default_runtime.py']
-model = dict(adapter=dict(theta_init='kaiming', main_path_dropout=0.05))
+model = dict(backbone=dict(adapter=dict(theta_init='kaiming', main_path_dropout=0.05)))

@@ -18,10 +18,11 @@ from .ditask import DiTASKLinear
 from .ditask_attention import DiTASKMultiheadAttention
 from .injection import adapter_task, inject_adapters, set_trainable
 from .lora import LoRALinear
+from .merged import MergedTaskLinear, merge_adapters
 from .mtlora import MTLoRALinear
 from .svd_cache import SVDCache
 
 __all__ = [
-    'AdapterLayer', 'AdapterConfig', 'DiTASKLinear', 'DiTASKMultiheadAttention', 'LoRALinear', 'MTLoRALinear', 'SVDCache',
-    'adapter_layers', 'adapter_task', 'inject_adapters', 'set_trainable'
+    'AdapterLayer', 'AdapterConfig', 'DiTASKLinear', 'DiTASKMultiheadAttention', 'LoRALinear', 'MTLoRALinear', 'MergedTaskLinear', 'SVDCache',
+    'adapter_layers', 'adapter_task', 'inject_adapters', 'merge_adapters', 'set_trainable'
 ]

@@ -1,23 +1,31 @@
-# DiTASK Swin-T with the public code's architecture (shared/docs/method.md §1):
-# a shared DiTASK transform (tessellation 64) on qkv (split in q/k/v), proj,
-# fc1 and fc2 of every block, and per-task transforms (tessellation 4) on
-# proj/fc1/fc2 of the last block of each stage; task streams merged by
-# PatchMerging; trainable as in the public code.
-# The decode heads and the multi-task segmentor wrap this backbone when they land.
+# DiTASK Swin-T multi-task segmentor with the public code's architecture
+# (shared/docs/method.md §1, §3, §4): a shared DiTASK transform (tessellation
+# 64) on qkv (split in q/k/v), proj, fc1 and fc2 of every block; per-task
+# transforms (tessellation 4) on proj/fc1/fc2 of the last block of each stage;
+# task streams merged by PatchMerging; trainable as in the public code; one
+# HRNet-style head per task; the paper's losses and weights.
 tasks = ['semseg', 'human_parts', 'sal', 'normals']
+num_classes = dict(semseg=21, human_parts=7, sal=1, normals=3, depth=1, edge=1)
 swin_t_in22k = ('https://github.com/SwinTransformer/storage/releases/download/v1.0.8/'
                 'swin_tiny_patch4_window7_224_22k.pth')
 model = dict(
-    type='DiTASKSwinTransformer',
+    type='MultiTaskSegmentor',
     tasks=tasks,
-    arch='tiny',
-    pretrain_img_size=224,
-    window_size=7,
-    drop_path_rate=0.2,
-    adapter=dict(type='DiTASKLinear', tessellation_size=64, task_tessellation_size=4,
-                 theta_init='zeros', main_path_dropout=0.0, spectrum_mode='resample'),
-    adapted_layers=('qkv', 'proj', 'fc1', 'fc2'),
-    task_layers=('proj', 'fc1', 'fc2'),
-    out_type='post_merge',
-    trainable='public',
-    init_cfg=dict(type='Pretrained', checkpoint=swin_t_in22k))
+    data_preprocessor=dict(type='MultiTaskDataPreProcessor', mean=[123.675, 116.28, 103.53],
+                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True, size_divisor=32),
+    backbone=dict(
+        type='DiTASKSwinTransformer',
+        arch='tiny',
+        pretrain_img_size=224,
+        window_size=7,
+        drop_path_rate=0.2,
+        adapter=dict(type='DiTASKLinear', tessellation_size=64, task_tessellation_size=4,
+                     theta_init='zeros', main_path_dropout=0.0, spectrum_mode='resample'),
+        adapted_layers=('qkv', 'proj', 'fc1', 'fc2'),
+        task_layers=('proj', 'fc1', 'fc2'),
+        out_type='post_merge',
+        trainable='public',
+        init_cfg=dict(type='Pretrained', checkpoint=swin_t_in22k)),
+    # in_channels come from the backbone (2C, 4C, 8C, 8C)
+    decode_heads={t: dict(type='MTLHRNetHead', out_channels=num_classes[t]) for t in tasks},
+    loss_weights=dict(semseg=1.0, human_parts=2.0, sal=5.0, normals=10.0))

@@ -215,6 +215,14 @@ class MultiTaskSwinTransformer(SwinTransformer):
             layer.svd.refresh(layer.weight)
         return len(layers)
 
+    @property
+    def out_channels(self) -> List[int]:
+        """Channels of the four maps :meth:`forward` returns per task."""
+        dims = list(self.num_features)
+        if self.out_type == 'pre_merge':
+            return dims
+        return [2 * d for d in dims[:-1]] + [dims[-1]]
+
     # ------------------------------------------------------------ forward
     def forward(self, x: Tensor) -> Dict[str, List[Tensor]]:
         """Multi-task features.

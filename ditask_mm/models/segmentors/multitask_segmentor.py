@@ -92,14 +92,21 @@ class MultiTaskSegmentor(BaseSegmentor):
         if backbone_tasks is None and 'tasks' in inspect.signature(backbone_cls).parameters:
             backbone['tasks'] = list(self.tasks)
         self.backbone = MODELS.build(backbone)
-        self.neck = MODELS.build(neck) if neck is not None else None
-        self.decode_heads = nn.ModuleDict({t: MODELS.build(decode_heads[t]) for t in self.tasks})
+        self.neck = MODELS.build(neck) if neck is not None else None  # before the heads: _head_cfg reads it
+        self.decode_heads = nn.ModuleDict({t: MODELS.build(self._head_cfg(decode_heads[t])) for t in self.tasks})
         losses = losses or {}
         self.losses = nn.ModuleDict({t: MODELS.build(losses.get(t, DEFAULT_LOSSES[t])) for t in self.tasks})
         weights = loss_weights or {}
         self.loss_weights = {t: float(weights.get(t, DEFAULT_LOSS_WEIGHTS[t])) for t in self.tasks}
         self.align_corners = align_corners
         self.train_cfg, self.test_cfg = train_cfg, test_cfg
+
+    def _head_cfg(self, cfg: dict) -> dict:
+        """Fill a head's ``in_channels`` from the backbone when the config omits it."""
+        cfg = dict(cfg)
+        if 'in_channels' not in cfg and self.neck is None and hasattr(self.backbone, 'out_channels'):
+            cfg['in_channels'] = list(self.backbone.out_channels)
+        return cfg
 
     # ----------------------------------------------------------------- features
     @property

@@ -94,10 +94,12 @@ def test_mmpretrain_dinov2_arch():
 
 def test_swin_b_config_inherits_swin_t_and_runs():
     cfg = Config.fromfile(str(REPO / 'configs/ditask/swin-b_pascal-mtl.py'))
-    assert cfg.model.arch == 'base' and cfg.model.adapter.theta_init == 'kaiming'
-    assert cfg.model.init_cfg.checkpoint.endswith('swin_base_patch4_window7_224_22k.pth')
+    assert cfg.model.backbone.arch == 'base' and cfg.model.backbone.adapter.theta_init == 'kaiming'
+    assert cfg.model.backbone.init_cfg.checkpoint.endswith('swin_base_patch4_window7_224_22k.pth')
     init_default_scope('ditask_mm')
-    model = MODELS.build(cfg.model)  # not init_weights(): that would download the weights
+    segmentor = MODELS.build(cfg.model)  # not init_weights(): that would download the weights
+    assert segmentor.decode_heads['sal'].in_channels == (256, 512, 1024, 1024)  # taken from the backbone
+    model = segmentor.backbone
     layers = dict(adapter_layers(model))
     assert len(layers) == 4 * 24 and layers['stages.2.blocks.17.ffn.layers.1'].tasks
     assert model.stages[3].blocks[0].attn.w_msa.qkv.in_features == 1024

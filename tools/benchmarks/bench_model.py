@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Train-step and inference time of a whole multi-task model from a config.
+
+Builds the config's model (no pretrained weights: nothing is downloaded),
+feeds random images and targets of every task, and measures:
+
+* train step: data preprocessing, forward, backward and an AdamW step
+  (``model.train_step``), with ``--amp`` under autocast;
+* inference: ``model.test_step`` in eval mode (adapted weights cached after
+  the first batch), and the same after ``merge_adapters`` (plain weights).
+
+Peak memory is CUDA's max_memory_allocated on GPU and the peak RSS growth on
+CPU. Example::
+
+    python tools/benchmarks/bench_model.py configs/ditask/swin-t_pascal-mtl.py --batch 2 --img 448 --iters 3
+"""
+import argparse
+import contextlib
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+
+
+def random_batch(tasks, batch: int, size: int, seed: int = 0):
+    import torch
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    from ditask_mm.tasks import TASKS
+    g = torch.Generator().manual_seed(seed)
+    inputs, samples = [], []
+    for _ in range(batch):
+        inputs.append(torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8))
+        sample = SegDataSample(metainfo=dict(ori_shape=(size, size), img_shape=(size, size)))
+        for task in tasks:
+            spec = TASKS[task]
+            if spec.kind == 'labels':
+                data = torch.randint(0, 7, (1, size, size), generator=g)
+            elif spec.kind == 'binary':
+                data = (torch.rand(1, size, size, generator=g) > 0.5).float()
+            elif spec.kind == 'vectors':
+                data = torch.nn.functional.normalize(torch.randn(3, size, size, generator=g), dim=0)
+            else:
+                data = torch.rand(1, size, size, generator=g) * 10
+            sample.set_field(PixelData(data=data), spec.gt_key)
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def timed(fn, iters: int, warmup: int, sync) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config')
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--img', type=int, default=448)
+    parser.add_argument('--iters', type=int, default=3)
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--amp', action='store_true', help='fp16 autocast (CUDA) for the train step')
+    parser.add_argument('--json', help='also write the results here')
+    args = parser.parse_args()
+    with contextlib.redirect_stdout(sys.stderr):  # logs to stderr; stdout holds the table
+        result = measure(args)
+    print(f"| config | device | batch × size | train step (ms) | inference (ms) | merged inference (ms) |\n"
+          f"|---|---|---|---|---|---|\n"
+          f"| {args.config} | {args.device} ({result['threads']} threads) | {args.batch} × {args.img}² | "
+          f"{result['train_step_ms']:.0f} | {result['inference_ms']:.0f} | {result['merged_inference_ms']:.0f} |")
+    if args.json:
+        tmp = args.json + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(result, f, indent=2)
+        os.replace(tmp, args.json)
+    return 0
+
+
+def measure(args) -> dict:
+    """Build the model and time the train step, inference and merged inference."""
+    import torch
+    import ditask_mm  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.optim import AmpOptimWrapper, OptimWrapper
+    from mmengine.registry import init_default_scope
+
+    import ditask_mm.models  # noqa: F401
+    from ditask_mm.adapters import merge_adapters
+    from ditask_mm.registry import MODELS
+
+    cfg = Config.fromfile(args.config)
+    init_default_scope(cfg.get('default_scope', 'ditask_mm'))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).to(args.device)
+    sync = torch.cuda.synchronize if args.device.startswith('cuda') else (lambda: None)
+    batch = random_batch(model.tasks, args.batch, args.img)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
+    wrapper = AmpOptimWrapper(optimizer=optim) if args.amp else OptimWrapper(optimizer=optim)
+    model.train()
+    print(f'[bench_model] train step x{args.warmup + args.iters} ...', file=sys.stderr, flush=True)
+    train_ms = timed(lambda: model.train_step(copy.deepcopy(batch), wrapper), args.iters, args.warmup, sync)
+    model.eval()
+    print(f'[bench_model] inference x{args.warmup + args.iters} ...', file=sys.stderr, flush=True)
+    with torch.no_grad():
+        infer_ms = timed(lambda: model.test_step(copy.deepcopy(batch)), args.iters, args.warmup, sync)
+        merge_adapters(model)
+        merged_ms = timed(lambda: model.test_step(copy.deepcopy(batch)), args.iters, args.warmup, sync)
+    return dict(config=args.config, device=args.device, batch=args.batch, img=args.img, iters=args.iters,
+                train_step_ms=train_ms, inference_ms=infer_ms, merged_inference_ms=merged_ms,
+                threads=torch.get_num_threads(), torch=torch.__version__)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
