@@ -27,15 +27,16 @@ DATASETS = _child(mmseg_registry.DATASETS)
 TRANSFORMS = _child(mmseg_registry.TRANSFORMS)
 METRICS = _child(mmseg_registry.METRICS)
 EVALUATOR = _child(mmseg_registry.EVALUATOR)
-HOOKS = _child(mmseg_registry.HOOKS)
+HOOKS = _child(mmseg_registry.HOOKS, ['ditask_mm.engine'])
 VISUALIZERS = _child(mmseg_registry.VISUALIZERS)
 VISBACKENDS = _child(mmseg_registry.VISBACKENDS)
 OPTIM_WRAPPER_CONSTRUCTORS = _child(mmseg_registry.OPTIM_WRAPPER_CONSTRUCTORS)
 MODEL_WRAPPERS = _child(mmseg_registry.MODEL_WRAPPERS)
 WEIGHT_INITIALIZERS = _child(mmseg_registry.WEIGHT_INITIALIZERS)
 LOOPS = _child(mmseg_registry.LOOPS)
+RUNNERS = _child(mmseg_registry.RUNNERS, ['ditask_mm.engine'])
 
 __all__ = [
     'SCOPE', 'MODELS', 'DATASETS', 'TRANSFORMS', 'METRICS', 'EVALUATOR', 'HOOKS', 'VISUALIZERS',
-    'VISBACKENDS', 'OPTIM_WRAPPER_CONSTRUCTORS', 'MODEL_WRAPPERS', 'WEIGHT_INITIALIZERS', 'LOOPS'
+    'VISBACKENDS', 'OPTIM_WRAPPER_CONSTRUCTORS', 'MODEL_WRAPPERS', 'WEIGHT_INITIALIZERS', 'LOOPS', 'RUNNERS'
 ]

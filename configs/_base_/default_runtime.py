@@ -1,10 +1,25 @@
 # Runtime defaults shared by every ditask_mm config.
 # `ditask_mm` is imported while the config is parsed: it applies the compat
 # patches before anything imports mmseg.models and registers our modules.
-custom_imports = dict(imports=['ditask_mm', 'ditask_mm.models'], allow_failed_imports=False)
+custom_imports = dict(imports=['ditask_mm', 'ditask_mm.models', 'ditask_mm.datasets', 'ditask_mm.evaluation',
+                               'ditask_mm.engine'], allow_failed_imports=False)
 default_scope = 'ditask_mm'
+runner_type = 'CheckedRunner'  # refuses load_from checkpoints that do not fit the model
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                dist_cfg=dict(backend='nccl'))
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='Visualizer', vis_backends=vis_backends, name='visualizer')
+log_processor = dict(by_epoch=True, window_size=10)
 log_level = 'INFO'
 load_from = None
 resume = False
+randomness = dict(seed=0, deterministic=False)
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=10),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', by_epoch=True, interval=5, max_keep_ckpts=2,
+                    save_best='delta_m', rule='greater'),
+    sampler_seed=dict(type='DistSamplerSeedHook'))
+# stop on a NaN/inf loss before any checkpoint of broken weights is written
+custom_hooks = [dict(type='NaNLossGuardHook')]

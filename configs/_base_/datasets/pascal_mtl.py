@@ -1,0 +1,41 @@
+# PASCAL-Context MTL (the PASCAL_MT archive), the public DiTASK/MTLoRA protocol
+# (shared/docs/data-and-metrics.md §3.1, §4): flip + rotate ±20° + scale
+# 0.75–1.25, anisotropic resize to 448², scored against targets resized to 448².
+dataset_type = 'PascalContextMTLDataset'
+data_root = 'data/PASCAL_MT'
+tasks = ['semseg', 'human_parts', 'sal', 'normals']
+img_size = (448, 448)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadMultiTaskAnnotations'),
+    dict(type='RandomFlipMTL', prob=0.5),
+    dict(type='ScaleRotateMTL', rotation=(-20, 20), scale=(0.75, 1.25)),
+    dict(type='FixedResizeMTL', size=img_size),
+    dict(type='AddIgnoreRegions'),
+    dict(type='PackMultiTaskInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadMultiTaskAnnotations'),
+    dict(type='FixedResizeMTL', size=img_size, eval_at_resized=True),
+    dict(type='AddIgnoreRegions'),
+    dict(type='PackMultiTaskInputs'),
+]
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(type=dataset_type, data_root=data_root, split='train', tasks=tasks, pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=8,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type=dataset_type, data_root=data_root, split='val', tasks=tasks, pipeline=test_pipeline,
+                 test_mode=True))
+test_dataloader = val_dataloader
+# single-task Swin-T baselines of MTLoRA/DiTASK (448², D:main.py:531) for Δm
+val_evaluator = dict(type='MultiTaskMetric', tasks=tasks,
+                     baselines=dict(semseg=67.21, human_parts=61.93, sal=62.35, normals=17.97))
+test_evaluator = val_evaluator

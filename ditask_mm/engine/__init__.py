@@ -1,0 +1,6 @@
+"""Training-time helpers: hooks and CPU distributed set-up."""
+from .distributed import setup_cpu_distributed
+from .hooks import NaNLossGuardHook, NonFiniteLossError
+from .runner import CheckedRunner, check_checkpoint_fits
+
+__all__ = ['CheckedRunner', 'NaNLossGuardHook', 'NonFiniteLossError', 'check_checkpoint_fits', 'setup_cpu_distributed']

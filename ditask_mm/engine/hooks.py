@@ -1,0 +1,42 @@
+"""Training hooks."""
+import math
+from typing import Optional
+
+from mmengine.hooks import Hook
+
+from ..registry import HOOKS
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@HOOKS.register_module()
+class NaNLossGuardHook(Hook):
+    """Stop training as soon as the loss is NaN or infinite.
+
+    It runs right after each training iteration with the highest priority,
+    before the checkpoint hook, so no checkpoint is written from non-finite
+    weights; the last checkpoint on disk stays the last good one.
+
+    Args:
+        check_params: Also check every trainable parameter (slower).
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, check_params: bool = False) -> None:
+        self.check_params = check_params
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs: Optional[dict] = None) -> None:
+        outputs = outputs or {}
+        bad = {k: float(v) for k, v in outputs.items() if hasattr(v, 'item') and not math.isfinite(float(v))}
+        if not bad and self.check_params:
+            model = getattr(runner.model, 'module', runner.model)
+            bad = {n: float('nan') for n, p in model.named_parameters()
+                   if p.requires_grad and not bool(p.isfinite().all())}
+        if bad:
+            raise NonFiniteLossError(
+                f'non-finite values at iteration {runner.iter + 1} (epoch {runner.epoch + 1}): {bad}. '
+                f'Training stopped before writing a checkpoint; the last one in {runner.work_dir} is the last '
+                'good one. Lower the learning rate, check the inputs, or resume from it.')

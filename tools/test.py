@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""Evaluate a ditask_mm checkpoint, with mmseg's command line.
+
+Examples::
+
+    python tools/test.py CONFIG CKPT
+    python tools/test.py CONFIG CKPT --out work_dirs/x/predictions.pkl --show-dir work_dirs/x/panels
+    tools/dist_test.sh CONFIG CKPT 8
+
+Writes ``metrics.json`` (every task's metrics and Δm) into the work dir.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+import ditask_mm  # noqa: F401  (compat patches before anything imports mmseg.models)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a multi-task segmentor')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the metrics')
+    parser.add_argument('--out', help='dump every prediction (and its ground truth) to this pickle file')
+    parser.add_argument('--show-dir', help='write a prediction panel per image into this directory')
+    parser.add_argument('--cfg-options', nargs='+', help='override settings: key=value')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    from mmengine.config import Config, DictAction
+    from mmengine.dist import is_main_process
+
+    from ditask_mm.engine import setup_cpu_distributed
+    from ditask_mm.registry import RUNNERS
+
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f'checkpoint {args.checkpoint} does not exist')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        parser = argparse.ArgumentParser()
+        parser.add_argument('--o', nargs='+', action=DictAction)
+        cfg.merge_from_dict(parser.parse_args(['--o', *args.cfg_options]).o)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+    if args.out:  # works with any number of evaluators (mmseg's --out crashes on a list)
+        evaluators = [*evaluators, dict(type='DumpResults', out_file_path=args.out)]
+    cfg.test_evaluator = evaluators
+    if args.show_dir:
+        cfg.setdefault('custom_hooks', [])
+        cfg.custom_hooks = [*cfg.custom_hooks, dict(type='MultiTaskVisualizationHook', out_dir=args.show_dir)]
+    cfg.setdefault('runner_type', 'CheckedRunner')
+    if args.launcher != 'none':
+        setup_cpu_distributed(cfg)
+    import ditask_mm.engine  # noqa: F401
+    runner = RUNNERS.build(cfg)
+    metrics = runner.test()
+    if is_main_process():
+        os.makedirs(cfg.work_dir, exist_ok=True)
+        path = osp.join(cfg.work_dir, 'metrics.json')
+        tmp = path + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+        print(f'metrics written to {path}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
