@@ -23,9 +23,9 @@ def _child(parent: Registry, locations: Optional[List[str]] = None) -> Registry:
 
 
 MODELS = _child(mmseg_registry.MODELS, ['ditask_mm.models'])
-DATASETS = _child(mmseg_registry.DATASETS)
-TRANSFORMS = _child(mmseg_registry.TRANSFORMS)
-METRICS = _child(mmseg_registry.METRICS)
+DATASETS = _child(mmseg_registry.DATASETS, ['ditask_mm.datasets'])
+TRANSFORMS = _child(mmseg_registry.TRANSFORMS, ['ditask_mm.datasets'])
+METRICS = _child(mmseg_registry.METRICS, ['ditask_mm.evaluation'])
 EVALUATOR = _child(mmseg_registry.EVALUATOR)
 HOOKS = _child(mmseg_registry.HOOKS, ['ditask_mm.engine'])
 VISUALIZERS = _child(mmseg_registry.VISUALIZERS)

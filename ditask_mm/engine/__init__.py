@@ -2,5 +2,7 @@
 from .distributed import setup_cpu_distributed
 from .hooks import NaNLossGuardHook, NonFiniteLossError
 from .runner import CheckedRunner, check_checkpoint_fits
+from .visualization_hook import MultiTaskVisualizationHook
 
-__all__ = ['CheckedRunner', 'NaNLossGuardHook', 'NonFiniteLossError', 'check_checkpoint_fits', 'setup_cpu_distributed']
+__all__ = ['CheckedRunner', 'NaNLossGuardHook', 'NonFiniteLossError', 'check_checkpoint_fits', 'setup_cpu_distributed',
+           'MultiTaskVisualizationHook']

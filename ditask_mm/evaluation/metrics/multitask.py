@@ -1,0 +1,253 @@
+"""The metric users configure: every task of a multi-task model, and Δm.
+
+``process`` appends **one entry per image** to ``self.results`` (a dict of
+per-task sufficient statistics, see the evaluators), so that mmengine's
+``collect_results`` can gather ranks and truncate to the dataset size, which
+drops the padded duplicates of a distributed sampler. ``compute_metrics``
+sums the statistics of the whole set before dividing.
+
+Δm (shared/docs/data-and-metrics.md §4.7), over the T tasks with a baseline::
+
+    Δm = 100 / T · Σ_i (−1)^{l_i} · (M_i − B_i) / B_i
+
+with l_i = 1 for lower-is-better metrics (normals ``mean``, depth ``rmse``,
+edge ``bce_proxy``) and 0 otherwise (``mIoU``...). Results are in percent for
+IoU-like metrics; baselines of such metrics may be fractions
+(``baseline_units``).
+"""
+import logging
+import math
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
+
+from mmengine.evaluator import BaseMetric
+from prettytable import PrettyTable
+
+from ...registry import METRICS
+from ...tasks import TASKS, check_tasks, task_spec
+from ._common import TaskEvaluator, check_shapes, delta_m, format_value, log, pixel_data
+from .depth import DepthEvaluator
+from .edge import EdgeProxyEvaluator
+from .normals import NormalsEvaluator
+from .saliency import SaliencyEvaluator
+from .segmentation import MIOU_CONVENTIONS, LabelMapEvaluator
+
+#: PASCAL single-task baselines of MTLoRA and DiTASK (Swin-T, 448×448), in
+#: percent for mIoU and degrees (mean angular error) for normals.
+PASCAL_STL_BASELINES = dict(semseg=67.21, human_parts=61.93, sal=62.35, normals=17.97)
+#: Default number of classes when neither ``num_classes`` nor the dataset says.
+DEFAULT_NUM_CLASSES = dict(human_parts=7)
+#: ``dataset_meta`` key holding a label task's class names.
+CLASS_NAME_KEYS = dict(semseg='classes', human_parts='parts_classes')
+BASELINE_UNITS = ('auto', 'percent', 'fraction')
+EVALUATORS = dict(semseg=LabelMapEvaluator, human_parts=LabelMapEvaluator, sal=SaliencyEvaluator,
+                  edge=EdgeProxyEvaluator, normals=NormalsEvaluator, depth=DepthEvaluator)
+
+
+@METRICS.register_module()
+class MultiTaskMetric(BaseMetric):
+    """Metrics of every task of a multi-task model, with optional Δm.
+
+    Result keys are ``<task>.<metric>``: ``semseg.mIoU``, ``human_parts.mIoU``
+    (and ``<task>.IoU.<class>`` with ``per_class=True``), ``sal.mIoU``,
+    ``sal.maxF``, ``sal.maxF_beta0.3``, ``sal.threshold``, ``normals.mean``,
+    ``normals.median``, ``normals.rmse``, ``normals.11.25``,
+    ``normals.22.5``, ``normals.30``, ``depth.rmse``, ``depth.log_rmse``,
+    ``edge.bce_proxy``, and ``delta_m`` when baselines are given. IoU-like
+    values and the normals accuracies are in percent. A task without any
+    valid pixel reports NaN (with a warning).
+
+    Args:
+        tasks: Tasks to evaluate (names of :data:`ditask_mm.tasks.TASKS`).
+        baselines: Single-task baselines for Δm: ``{task: value}`` (the
+            task's default metric: ``mIoU``, normals ``mean``, depth
+            ``rmse``, edge ``bce_proxy``) or ``{task: dict(metric=...,
+            value=..., lower_is_better=...)}`` (the last key optional).
+            ``'pascal'``: :data:`PASCAL_STL_BASELINES` of the evaluated
+            tasks. ``None``: no Δm. A baseline of a task not evaluated
+            raises ``KeyError``; evaluated tasks without one are left out.
+        miou_convention: ``'reference'`` (mean over all C classes, absent
+            classes count as 0) or ``'nanmean'`` (mmseg: zero-union classes
+            skipped).
+        num_classes: ``{task: C}`` for label tasks. Defaults: semseg from the
+            length of ``dataset_meta['classes']``, human_parts from
+            ``dataset_meta['parts_classes']`` or 7.
+        baseline_units: Units of the baselines of percent metrics:
+            ``'percent'``, ``'fraction'`` (multiplied by 100) or ``'auto'``
+            (values ≤ 1 are fractions).
+        per_class: Also return ``<task>.IoU.<class>`` keys.
+        collect_device: See ``BaseMetric``.
+        prefix: See ``BaseMetric`` (none by default).
+        collect_dir: See ``BaseMetric``.
+    """
+
+    default_prefix: Optional[str] = None
+
+    def __init__(self, tasks: Sequence[str], baselines: Union[None, str, Mapping[str, Any]] = None,
+                 miou_convention: str = 'reference', num_classes: Optional[Mapping[str, int]] = None,
+                 baseline_units: str = 'auto', per_class: bool = False, collect_device: str = 'cpu',
+                 prefix: Optional[str] = None, collect_dir: Optional[str] = None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
+        self.tasks = check_tasks(tasks, where='MultiTaskMetric')
+        if miou_convention not in MIOU_CONVENTIONS:
+            raise ValueError(f'miou_convention must be one of {MIOU_CONVENTIONS}, got {miou_convention!r}')
+        if baseline_units not in BASELINE_UNITS:
+            raise ValueError(f'baseline_units must be one of {BASELINE_UNITS}, got {baseline_units!r}')
+        self.miou_convention = miou_convention
+        self.baseline_units = baseline_units
+        self.per_class = per_class
+        self.num_classes = dict(num_classes or {})
+        for task in self.num_classes:
+            if task_spec(task).kind != 'labels':
+                raise ValueError(f'num_classes given for {task!r}, which is not a label task')
+        self.baselines = self._parse_baselines(baselines)
+        self._evaluators: Optional[Dict[str, TaskEvaluator]] = None
+
+    # ------------------------------------------------------------ set-up
+    @property
+    def dataset_meta(self) -> Optional[dict]:
+        """Meta information of the dataset (class names)."""
+        return self._dataset_meta
+
+    @dataset_meta.setter
+    def dataset_meta(self, dataset_meta: dict) -> None:
+        BaseMetric.dataset_meta.fset(self, dataset_meta)
+        self._evaluators = None  # class counts and names may change
+
+    def _parse_baselines(self, baselines: Union[None, str, Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:
+        if baselines is None:
+            return {}
+        if isinstance(baselines, str):
+            if baselines.lower() != 'pascal':
+                raise ValueError(f"baselines must be a dict, None or 'pascal', got {baselines!r}")
+            baselines = {t: v for t, v in PASCAL_STL_BASELINES.items() if t in self.tasks}
+            if not baselines:
+                raise ValueError(f'no PASCAL baseline for the evaluated tasks {list(self.tasks)}')
+        parsed = {}
+        for task, spec in baselines.items():
+            if task not in self.tasks:
+                raise KeyError(f'baseline given for task {task!r}, which is not evaluated; '
+                               f'evaluated tasks: {list(self.tasks)}')
+            spec = dict(spec) if isinstance(spec, Mapping) else dict(value=spec)
+            unknown = set(spec) - {'metric', 'value', 'lower_is_better'}
+            if 'value' not in spec or unknown:
+                raise ValueError(f'baseline of {task!r} must be a number or dict(metric=..., value=..., '
+                                 f'[lower_is_better=...]), got {baselines[task]!r}')
+            value = float(spec['value'])
+            if value == 0 or not math.isfinite(value):
+                raise ValueError(f'baseline of {task!r} must be finite and non-zero, got {value}')
+            parsed[task] = dict(spec, value=value)
+        return parsed
+
+    def _class_info(self, task: str) -> tuple:
+        names = (self.dataset_meta or {}).get(CLASS_NAME_KEYS[task])
+        count = self.num_classes.get(task)
+        if count is None:
+            count = len(names) if names else DEFAULT_NUM_CLASSES.get(task)
+        if count is None:
+            raise ValueError(f"{task}: number of classes unknown; pass num_classes=dict({task}=C) or use a "
+                             f"dataset whose metainfo has '{CLASS_NAME_KEYS[task]}'")
+        if names is not None and len(names) != count:
+            log(f'{task}: {len(names)} class names in dataset_meta for {count} classes; using indices',
+                logging.WARNING)
+            names = None
+        return count, names
+
+    def evaluators(self) -> Dict[str, TaskEvaluator]:
+        """One evaluator per task, built on first use (after ``dataset_meta`` is set)."""
+        if self._evaluators is None:
+            built: Dict[str, TaskEvaluator] = {}
+            for task in self.tasks:
+                kind = TASKS[task].kind
+                if kind == 'labels':
+                    count, names = self._class_info(task)
+                    built[task] = LabelMapEvaluator(task, count, miou_convention=self.miou_convention,
+                                                    class_names=names)
+                else:
+                    built[task] = EVALUATORS[task]()
+            self._evaluators = built
+        return self._evaluators
+
+    # ------------------------------------------------------------ metric API
+    def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
+        """Append one entry ``{task: statistics}`` per sample to ``self.results``.
+
+        Args:
+            data_batch: Unused.
+            data_samples: ``SegDataSample.to_dict()`` dicts (or data samples)
+                holding, per task, the prediction and the ground truth at the
+                same resolution.
+
+        Raises:
+            ValueError: If a prediction's spatial shape differs from its
+                ground truth's (the message names the sample's ``img_path``).
+            KeyError: If a sample lacks a task's prediction or ground truth.
+        """
+        evaluators = self.evaluators()
+        for sample in data_samples:
+            entry = {}
+            for task, evaluator in evaluators.items():
+                spec = TASKS[task]
+                pred = pixel_data(sample, spec.pred_key)
+                gt = pixel_data(sample, spec.gt_key)
+                check_shapes(pred, gt, task, sample)
+                entry[task] = evaluator.image_stats(pred, gt)
+            self.results.append(entry)
+
+    def compute_metrics(self, results: list) -> Dict[str, float]:
+        """Reduce the per-image entries of the whole set to flat ``<task>.<metric>`` keys."""
+        full: Dict[str, float] = {}
+        for task, evaluator in self.evaluators().items():
+            for key, value in evaluator.reduce([r[task] for r in results]).items():
+                full[f'{task}.{key}'] = value
+        metrics = {k: v for k, v in full.items() if self.per_class or '.IoU.' not in k}
+        if self.baselines:
+            metrics['delta_m'] = self.compute_delta_m(full)
+        self._log_summary(metrics)
+        return metrics
+
+    def compute_delta_m(self, metrics: Mapping[str, float]) -> float:
+        """Δm of ``metrics`` (flat ``<task>.<metric>`` keys) against the baselines.
+
+        Baselines of percent metrics are converted per ``baseline_units``;
+        tasks without a baseline are left out (with a logged note).
+        """
+        values, baselines, lower = {}, {}, set()
+        for task, spec in self.baselines.items():
+            evaluator = EVALUATORS[task]
+            key = f"{task}.{spec.get('metric', evaluator.delta_metric)}"
+            if key not in metrics:
+                raise KeyError(f'baseline metric {key!r} of task {task!r} is not computed; '
+                               f'computed: {sorted(k for k in metrics if k.startswith(task + "."))}')
+            metric = key[len(task) + 1:]
+            value = spec['value']
+            if evaluator.is_percent(metric) and (self.baseline_units == 'fraction' or
+                                                     (self.baseline_units == 'auto' and abs(value) <= 1.0)):
+                value *= 100.0
+            values[key], baselines[key] = metrics[key], value
+            if spec.get('lower_is_better', evaluator.is_lower_better(metric)):
+                lower.add(key)
+        skipped = [t for t in self.tasks if t not in self.baselines]
+        if skipped:
+            log(f'tasks without a baseline, left out of delta_m: {skipped}')
+        if 'edge' in self.baselines:
+            log('delta_m includes edge.bce_proxy, a loss proxy, not odsF: not comparable to papers',
+                logging.WARNING)
+        return delta_m(values, baselines, lower)
+
+    def _log_summary(self, metrics: Mapping[str, float]) -> None:
+        """Log one row per task (and a per-class IoU table with ``per_class``)."""
+        table = PrettyTable(field_names=['task', 'results'], align='l')
+        class_tables = []
+        for task in self.tasks:
+            row = {k[len(task) + 1:]: v for k, v in metrics.items() if k.startswith(task + '.')}
+            table.add_row([task, '  '.join(f'{k}={format_value(v)}' for k, v in row.items()
+                                           if not k.startswith('IoU.'))])
+            per_class = {k[4:]: v for k, v in row.items() if k.startswith('IoU.')}
+            if per_class:
+                class_table = PrettyTable(title=f'{task} IoU per class')
+                class_table.add_column('Class', list(per_class))
+                class_table.add_column('IoU', [format_value(v) for v in per_class.values()])
+                class_tables.append(class_table.get_string())
+        if 'delta_m' in metrics:
+            table.add_row(['delta_m', f"{format_value(metrics['delta_m'])} %"])
+        log('results:\n' + '\n'.join(class_tables + [table.get_string()]))
