@@ -21,5 +21,6 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=True, interval=5, max_keep_ckpts=2,
                     save_best='delta_m', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'))
-# stop on a NaN/inf loss before any checkpoint of broken weights is written
-custom_hooks = [dict(type='NaNLossGuardHook')]
+# stop on a NaN/inf loss before any checkpoint of broken weights is written;
+# reseed every epoch so that --resume continues exactly as an uninterrupted run
+custom_hooks = [dict(type='NaNLossGuardHook'), dict(type='EpochReseedHook')]

@@ -1,7 +1,10 @@
 """Training hooks."""
 import math
+import random
 from typing import Optional
 
+import numpy as np
+import torch
 from mmengine.hooks import Hook
 
 from ..registry import HOOKS
@@ -40,3 +43,31 @@ class NaNLossGuardHook(Hook):
                 f'non-finite values at iteration {runner.iter + 1} (epoch {runner.epoch + 1}): {bad}. '
                 f'Training stopped before writing a checkpoint; the last one in {runner.work_dir} is the last '
                 'good one. Lower the learning rate, check the inputs, or resume from it.')
+
+
+@HOOKS.register_module()
+class EpochReseedHook(Hook):
+    """Reseed Python, NumPy and torch at the start of every training epoch.
+
+    mmengine's checkpoints do not hold the global random state, so after
+    ``--resume`` the augmentations drawn in the main process (and dropout)
+    would differ from an uninterrupted run. Seeding each epoch from
+    ``(seed, epoch, rank)`` makes a run resumed from an epoch checkpoint
+    continue exactly as the uninterrupted one (bit for bit on CPU with
+    ``num_workers=0``; worker processes are seeded by mmengine).
+
+    Args:
+        seed: Base seed; defaults to the runner's seed.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, seed: Optional[int] = None) -> None:
+        self.seed = seed
+
+    def before_train_epoch(self, runner) -> None:
+        base = self.seed if self.seed is not None else (runner.seed or 0)
+        seed = (base * 1_000_003 + runner.epoch * 7919 + runner.rank) % 2**31
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)

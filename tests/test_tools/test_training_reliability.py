@@ -1,0 +1,135 @@
+"""tools/train.py, test.py and dist_*.sh end to end: DDP on CPU, resume after SIGKILL, bad input, NaN.
+
+Every test trains a tiny DiTASK Swin on a generated PASCAL_MT tree, through
+the real command-line tools, in subprocesses.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ditask_mm.datasets.synthetic import generate
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = """
+_base_ = ['{base}']
+data_root = '{data}'
+img_size = (64, 64)
+model = dict(backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
+                           window_size=4, pretrain_img_size=64),
+             decode_heads=dict(semseg=dict(projection_channels=(4, 4, 4, 4)),
+                               human_parts=dict(projection_channels=(4, 4, 4, 4)),
+                               sal=dict(projection_channels=(4, 4, 4, 4)),
+                               normals=dict(projection_channels=(4, 4, 4, 4))))
+train_pipeline = [
+    dict(type='LoadImageFromFile'), dict(type='LoadMultiTaskAnnotations'),
+    dict(type='RandomFlipMTL', prob=0.5), dict(type='ScaleRotateMTL', rotation=(-10, 10), scale=(0.9, 1.1)),
+    dict(type='FixedResizeMTL', size=img_size), dict(type='AddIgnoreRegions'), dict(type='PackMultiTaskInputs')]
+test_pipeline = [
+    dict(type='LoadImageFromFile'), dict(type='LoadMultiTaskAnnotations'),
+    dict(type='FixedResizeMTL', size=img_size, eval_at_resized=True), dict(type='AddIgnoreRegions'),
+    dict(type='PackMultiTaskInputs')]
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+max_epochs = 3
+param_scheduler = [dict(type='CosineAnnealingLR', eta_min_ratio=1e-2, by_epoch=True, begin=0, end=max_epochs,
+                        T_max=max_epochs, convert_to_iter_based=True)]
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=3)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=5))
+"""
+
+
+@pytest.fixture(scope='module')
+def tiny_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp('reliability')
+    data = root / 'PASCAL_MT'
+    generate('pascal', str(data), num_train=6, num_val=5, size=(48, 64), seed=1)
+    config = root / 'tiny.py'
+    config.write_text(TINY.format(base=REPO / 'configs/ditask/swin-t_synthetic-mtl_quick.py', data=data))
+    return root, config
+
+
+def run(args, timeout=600, env=None, check=True):
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, **(env or {})})
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def train(config, work_dir, *extra, check=True):
+    return run([sys.executable, 'tools/train.py', str(config), '--work-dir', str(work_dir), *extra], check=check)
+
+
+def weights(path):
+    return torch.load(path, map_location='cpu', weights_only=False)['state_dict']
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_setup):
+    root, config = tiny_setup
+    train(config, root / 'full')
+    killed = root / 'killed'
+    proc = subprocess.Popen([sys.executable, 'tools/train.py', str(config), '--work-dir', str(killed)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / 'epoch_1.pth').exists():
+        assert proc.poll() is None and time.time() < deadline, 'training ended before the first checkpoint'
+        time.sleep(0.05)
+    time.sleep(0.5)  # let epoch 2 start
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / 'epoch_3.pth').exists()
+    train(config, killed, '--resume')
+    full, resumed = weights(root / 'full/epoch_3.pth'), weights(killed / 'epoch_3.pth')
+    assert full.keys() == resumed.keys()
+    different = [k for k in full if not torch.equal(full[k], resumed[k])]
+    assert not different, f'{len(different)} tensors differ, e.g. {different[:3]}'
+
+
+def test_two_process_gloo_training_and_evaluation_match_single_process(tiny_setup):
+    root, config = tiny_setup
+    work = root / 'ddp'
+    env = dict(PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000))
+    run(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir', str(work),
+         '--cfg-options', 'train_cfg.max_epochs=1'], env=env)
+    ckpt = work / 'epoch_1.pth'
+    assert ckpt.exists()
+    run([sys.executable, 'tools/test.py', str(config), str(ckpt), '--work-dir', str(root / 'test1')])
+    run(['bash', 'tools/dist_test.sh', str(config), str(ckpt), '2', '--work-dir', str(root / 'test2')], env=env)
+    single = json.loads((root / 'test1/metrics.json').read_text())
+    double = json.loads((root / 'test2/metrics.json').read_text())
+    assert single.keys() == double.keys() and 'delta_m' in single
+    for key in single:  # 5 val images on 2 ranks: rank 1's padded duplicate must be dropped
+        assert single[key] == pytest.approx(double[key], rel=1e-5, abs=1e-6), key
+
+
+def test_bad_inputs_fail_fast_with_a_message(tiny_setup):
+    root, config = tiny_setup
+    proc = train(config, root / 'bad1', '--cfg-options', "model.tasks=['semseg','segmentation']", check=False)
+    assert proc.returncode != 0 and "unknown task(s) ['segmentation']" in proc.stderr
+    proc = train(config, root / 'bad2', '--cfg-options', 'train_dataloader.dataset.data_root=/nonexistent/PASCAL_MT',
+                 check=False)
+    assert proc.returncode != 0 and '/nonexistent/PASCAL_MT' in proc.stderr
+    # a checkpoint of another architecture
+    other = root / 'other.pth'
+    torch.save({'state_dict': {'backbone.patch_embed.projection.weight': torch.zeros(8, 3, 4, 4)}}, other)
+    proc = run([sys.executable, 'tools/test.py', str(config), str(other), '--work-dir', str(root / 'bad3')],
+               check=False)
+    assert proc.returncode != 0 and 'does not fit the model' in proc.stderr and 'other.pth' in proc.stderr
+
+
+def test_nan_loss_stops_training_without_writing_a_checkpoint(tiny_setup):
+    root, config = tiny_setup
+    work = root / 'nan'
+    proc = train(config, work, '--cfg-options', 'model.loss_weights.semseg=nan', check=False)
+    assert proc.returncode != 0 and 'non-finite values at iteration 1' in proc.stderr
+    assert not list(work.glob('*.pth'))
