@@ -33,7 +33,8 @@ class NaNLossGuardHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs: Optional[dict] = None) -> None:
         outputs = outputs or {}
-        bad = {k: float(v) for k, v in outputs.items() if hasattr(v, 'item') and not math.isfinite(float(v))}
+        values = {k: float(v.detach()) if torch.is_tensor(v) else v for k, v in outputs.items()}
+        bad = {k: v for k, v in values.items() if isinstance(v, float) and not math.isfinite(v)}
         if not bad and self.check_params:
             model = getattr(runner.model, 'module', runner.model)
             bad = {n: float('nan') for n, p in model.named_parameters()

@@ -1,0 +1,14 @@
+"""PASCAL_MT and NYUD_MT multi-task datasets, their loading transforms and a synthetic generator.
+
+Importing this package registers :class:`PascalContextMTLDataset`,
+:class:`NYUDMTLDataset` (``DATASETS``) and the transforms of
+:mod:`ditask_mm.datasets.transforms` (``TRANSFORMS``) in the ``ditask_mm``
+scope. See docs/datasets.md.
+"""
+from . import transforms  # noqa: F401  (registers the transforms)
+from .nyud_mtl import NYUDMTLDataset
+from .pascal_context_mtl import BaseMultiTaskDataset, PascalContextMTLDataset
+from .pascal_parts import MalformedFileError
+
+__all__ = ['BaseMultiTaskDataset', 'MalformedFileError', 'NYUDMTLDataset', 'PascalContextMTLDataset',
+           'transforms']
