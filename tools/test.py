@@ -39,7 +39,7 @@ def main() -> int:
     from mmengine.config import Config, DictAction
     from mmengine.dist import is_main_process
 
-    from ditask_mm.engine import setup_cpu_distributed
+    from ditask_mm.engine import setup_cpu_distributed, shutdown_distributed
     from ditask_mm.registry import RUNNERS
 
     if not osp.isfile(args.checkpoint):
@@ -68,8 +68,12 @@ def main() -> int:
         setup_cpu_distributed(cfg)
     import ditask_mm.engine  # noqa: F401
     runner = RUNNERS.build(cfg)
-    metrics = runner.test()
-    if is_main_process():
+    try:
+        metrics = runner.test()
+        main_process = is_main_process()
+    finally:
+        shutdown_distributed()
+    if main_process:
         os.makedirs(cfg.work_dir, exist_ok=True)
         path = osp.join(cfg.work_dir, 'metrics.json')
         tmp = path + '.tmp'

@@ -67,12 +67,15 @@ def build_cfg(args):
 def main() -> int:
     args = parse_args()
     cfg = build_cfg(args)
-    from ditask_mm.engine import setup_cpu_distributed
+    from ditask_mm.engine import setup_cpu_distributed, shutdown_distributed
     from ditask_mm.registry import RUNNERS
     if args.launcher != 'none':
         setup_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg)  # CheckedRunner unless the config names another runner_type
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        shutdown_distributed()
     return 0
 
 

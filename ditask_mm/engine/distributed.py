@@ -53,3 +53,14 @@ def setup_cpu_distributed(cfg: Config) -> bool:
     print_log(f'[ditask_mm] CPU distributed run: gloo, rank {dist.get_rank()}/{dist.get_world_size()}'
               + (f', {replaced} SyncBN -> BN' if replaced else ''), logger='current')
     return True
+
+
+def shutdown_distributed() -> None:
+    """Wait for every rank and destroy the process group, if one exists.
+
+    Leaving a gloo group to the interpreter's exit can abort a rank
+    ("terminate called without an active exception") after the work is done.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

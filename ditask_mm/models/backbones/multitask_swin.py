@@ -130,7 +130,8 @@ class MultiTaskSwinTransformer(SwinTransformer):
                          drop_path_rate=drop_path_rate, init_cfg=init_cfg, **arch_cfg, **swin_kwargs)
         self.tasks = tasks
         self.out_type = out_type
-        self.task_stages = tuple(sorted(set(task_stages)))
+        # without task-specific layers every task reads the shared stream: no branching
+        self.task_stages = tuple(sorted(set(task_stages))) if task_layers else ()
         self.min_pretrained_fraction = min_pretrained_fraction
         self.adapters = {}
         if adapter is not None:

@@ -1,0 +1,17 @@
+# DiTASK, Swin-T (ImageNet-22k), NYUD-v2 MTL: semseg (40 classes) and depth,
+# weights 1 and 1. The paper trains NYUD for 100 epochs.
+_base_ = ['../_base_/models/ditask_swin-t.py', '../_base_/datasets/nyud_mtl.py',
+          '../_base_/schedules/schedule_300e.py', '../_base_/default_runtime.py']
+tasks = ['semseg', 'depth']
+model = dict(
+    tasks=tasks,
+    backbone=dict(adapter=dict(theta_init='kaiming', main_path_dropout=0.05)),
+    decode_heads=dict(_delete_=True, semseg=dict(type='MTLHRNetHead', out_channels=40),
+                      depth=dict(type='MTLHRNetHead', out_channels=1)),
+    loss_weights=dict(_delete_=True, semseg=1.0, depth=1.0))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=20, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min_ratio=1e-2, by_epoch=True, begin=20, end=100, T_max=80,
+         convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=100)
