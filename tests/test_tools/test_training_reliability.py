@@ -5,6 +5,7 @@ the real command-line tools, in subprocesses.
 """
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -103,7 +104,11 @@ def test_two_process_gloo_training_and_evaluation_match_single_process(tiny_setu
          '--cfg-options', 'train_cfg.max_epochs=1'], env=env)
     ckpt = work / 'epoch_1.pth'
     assert ckpt.exists()
-    run([sys.executable, 'tools/test.py', str(config), str(ckpt), '--work-dir', str(root / 'test1')])
+    run([sys.executable, 'tools/test.py', str(config), str(ckpt), '--work-dir', str(root / 'test1'),
+         '--out', str(root / 'test1/predictions.pkl'), '--show-dir', str(root / 'test1/panels')])
+    dumped = pickle.loads((root / 'test1/predictions.pkl').read_bytes())
+    assert len(dumped) == 5 and 'pred_normals' in dumped[0] and 'gt_sem_seg' in dumped[0]  # --out with our evaluator
+    assert len(list((root / 'test1/panels').glob('*_panel.png'))) == 5
     run(['bash', 'tools/dist_test.sh', str(config), str(ckpt), '2', '--work-dir', str(root / 'test2')], env=env)
     single = json.loads((root / 'test1/metrics.json').read_text())
     double = json.loads((root / 'test2/metrics.json').read_text())
