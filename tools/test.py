@@ -36,24 +36,15 @@ def parse_args():
 
 def main() -> int:
     args = parse_args()
-    from mmengine.config import Config, DictAction
     from mmengine.dist import is_main_process
 
     from ditask_mm.engine import setup_cpu_distributed, shutdown_distributed
+    from ditask_mm.engine.config_loading import load_run_config
     from ditask_mm.registry import RUNNERS
 
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint {args.checkpoint} does not exist')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        parser = argparse.ArgumentParser()
-        parser.add_argument('--o', nargs='+', action=DictAction)
-        cfg.merge_from_dict(parser.parse_args(['--o', *args.cfg_options]).o)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_run_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     cfg.load_from = args.checkpoint
     cfg.resume = False
     evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
@@ -63,7 +54,6 @@ def main() -> int:
     if args.show_dir:
         cfg.setdefault('custom_hooks', [])
         cfg.custom_hooks = [*cfg.custom_hooks, dict(type='MultiTaskVisualizationHook', out_dir=args.show_dir)]
-    cfg.setdefault('runner_type', 'CheckedRunner')
     if args.launcher != 'none':
         setup_cpu_distributed(cfg)
     import ditask_mm.engine  # noqa: F401

@@ -36,18 +36,9 @@ def parse_args():
 
 def build_cfg(args):
     import torch
-    from mmengine.config import Config, DictAction
 
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        parser = argparse.ArgumentParser()
-        parser.add_argument('--o', nargs='+', action=DictAction)
-        cfg.merge_from_dict(parser.parse_args(['--o', *args.cfg_options]).o)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    from ditask_mm.engine.config_loading import load_run_config
+    cfg = load_run_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
@@ -60,7 +51,6 @@ def build_cfg(args):
         if not osp.isfile(args.resume):
             raise SystemExit(f'--resume {args.resume}: no such checkpoint file')
         cfg.resume, cfg.load_from = True, args.resume
-    cfg.setdefault('runner_type', 'CheckedRunner')
     return cfg
 
 

@@ -30,7 +30,7 @@ another crossing (at most ``nc`` passes: monotone motion crosses at most
 ``nc - 1`` vertices).
 """
 import math
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor

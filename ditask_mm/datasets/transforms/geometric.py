@@ -11,7 +11,7 @@ Every transform acts on ``results['img']`` and on each key listed in
 ``gt_depth``, labels otherwise), as in :mod:`ditask_mm.tasks`.
 """
 import random
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import cv2
 import numpy as np

@@ -25,7 +25,6 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-from mmengine.logging import MMLogger, print_log
 from mmengine.model.weight_init import trunc_normal_
 from mmseg.models.backbones import SwinTransformer
 from torch import Tensor

@@ -9,7 +9,7 @@ from ditask_mm.adapters import adapter_layers
 from ditask_mm.adapters.svd_cache import SVDCache
 from ditask_mm.registry import MODELS
 
-from .utils import PASCAL_TASKS, build_tiny_segmentor, make_batch, tiny_segmentor_cfg
+from .utils import build_tiny_segmentor, make_batch, tiny_segmentor_cfg
 
 
 def test_segmentor_contract_preprocess_loss_train_val_tensor():

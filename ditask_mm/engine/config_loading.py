@@ -1,0 +1,31 @@
+"""Load a config the way ``tools/train.py`` and ``tools/test.py`` both need."""
+import argparse
+import os.path as osp
+from typing import Optional, Sequence
+
+from mmengine.config import Config, DictAction
+
+
+def load_run_config(config: str, cfg_options: Optional[Sequence[str]] = None, launcher: str = 'none',
+                    work_dir: Optional[str] = None) -> Config:
+    """Read ``config``, apply ``--cfg-options`` and settle the launcher and work dir.
+
+    Args:
+        config: Config file path.
+        cfg_options: ``key=value`` strings, parsed as mmengine's ``DictAction``.
+        launcher: ``'none'``, ``'pytorch'``, ``'slurm'`` or ``'mpi'``.
+        work_dir: Command-line work dir; it wins over the config's, which
+            wins over ``./work_dirs/<config name>``.
+    """
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        parser = argparse.ArgumentParser()
+        parser.add_argument('--options', nargs='+', action=DictAction)
+        cfg.merge_from_dict(parser.parse_args(['--options', *cfg_options]).options)
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    cfg.setdefault('runner_type', 'CheckedRunner')
+    return cfg
