@@ -12,6 +12,7 @@ task's adaptation if the layer has one. ``active_task`` (set with
 :func:`ditask_mm.adapters.adapter_task`) is used when no task is passed, which
 lets a model whose code knows nothing about tasks run one task's weights.
 """
+import abc
 from typing import Iterable, Iterator, Optional, Sequence, Tuple
 
 import torch
@@ -19,7 +20,7 @@ import torch.nn as nn
 from torch import Tensor
 
 
-class AdapterLayer(nn.Module):
+class AdapterLayer(nn.Module, metaclass=abc.ABCMeta):
     """Base class of the adapters that replace a frozen ``nn.Linear``.
 
     Args:
@@ -89,11 +90,14 @@ class AdapterLayer(nn.Module):
                 yield name, param
 
     # ------------------------------------------------------------------- API
+    @abc.abstractmethod
     def adapted_weight(self, task: Optional[str] = None) -> Tensor:
         """The effective weight, ``(out_features, in_features)``, for ``task``."""
         raise NotImplementedError
 
-    def forward(self, x: Tensor, task: Optional[str] = None) -> Tensor:  # noqa: D102
+    @abc.abstractmethod
+    def forward(self, x: Tensor, task: Optional[str] = None) -> Tensor:
+        """``(..., in_features)`` → ``(..., out_features)`` with ``task``'s adaptation."""
         raise NotImplementedError
 
     @torch.no_grad()

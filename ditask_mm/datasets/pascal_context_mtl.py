@@ -6,6 +6,7 @@ Reads the layout of shared/docs/data-and-metrics.md §1 and never writes into
 are computed from the ``.mat`` files (and optionally cached in ``cache_dir``).
 :class:`BaseMultiTaskDataset` holds what PASCAL_MT and NYUD_MT share.
 """
+import abc
 import hashlib
 import json
 import os
@@ -41,7 +42,7 @@ class _DirIndex:
         return name in self._names[folder]
 
 
-class BaseMultiTaskDataset(BaseDataset):
+class BaseMultiTaskDataset(BaseDataset, metaclass=abc.ABCMeta):
     """Shared plumbing: task selection, split files, fail-fast file checks.
 
     Subclasses set ``METAINFO``, ``AVAILABLE_TASKS``, ``SPLIT_DIR`` and
@@ -144,6 +145,7 @@ class BaseMultiTaskDataset(BaseDataset):
                   logger='current')
         return entries
 
+    @abc.abstractmethod
     def _entries(self, ids: List[str]) -> Tuple[List[dict], List[str]]:
         raise NotImplementedError
 

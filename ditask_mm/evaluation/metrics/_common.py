@@ -8,6 +8,7 @@ two apart is what lets mmengine gather per-image entries across ranks and
 drop the padded duplicates of a distributed sampler before anything is
 divided.
 """
+import abc
 import logging
 import math
 from typing import Any, Collection, Dict, Mapping, Sequence, Tuple
@@ -102,7 +103,7 @@ def squeeze_channel(array: np.ndarray, task: str) -> np.ndarray:
     raise ValueError(f'{task}: expected a (1, H, W) or (H, W) map, got shape {tuple(array.shape)}')
 
 
-class TaskEvaluator:
+class TaskEvaluator(metaclass=abc.ABCMeta):
     """Base class of the per-task evaluators (plain helpers, not metrics).
 
     Attributes:
@@ -118,10 +119,12 @@ class TaskEvaluator:
     percent_keys: Tuple[str, ...] = ()
     lower_is_better: Tuple[str, ...] = ()
 
+    @abc.abstractmethod
     def image_stats(self, pred: np.ndarray, gt: np.ndarray) -> Dict[str, Any]:
         """Sufficient statistics of one image (see the subclasses for shapes)."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def reduce(self, stats: Sequence[Dict[str, Any]]) -> Dict[str, float]:
         """Metrics of the set from the per-image statistics, keys without prefix."""
         raise NotImplementedError

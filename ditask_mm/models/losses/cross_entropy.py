@@ -6,6 +6,7 @@ averaged over the valid pixels of the whole batch (shared/docs/method.md §4).
 Unlike the original, a batch without any valid pixel (e.g. human parts of a
 batch with no person, all 255) gives exactly 0 instead of NaN.
 """
+import abc
 import contextlib
 from typing import Iterator
 
@@ -19,7 +20,7 @@ from ...registry import MODELS
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-class MTLPixelLoss(nn.Module):
+class MTLPixelLoss(nn.Module, metaclass=abc.ABCMeta):
     """Base class: loss weight, mmseg-style name, fp32 computation.
 
     ``forward`` disables autocast for the device of ``pred`` and casts fp16 /
@@ -57,6 +58,7 @@ class MTLPixelLoss(nn.Module):
             loss = self.compute(pred, target)
         return self.loss_weight * loss
 
+    @abc.abstractmethod
     def compute(self, pred: Tensor, target: Tensor) -> Tensor:
         """Unweighted loss; ``pred`` is already in the computation dtype."""
         raise NotImplementedError
