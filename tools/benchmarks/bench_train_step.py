@@ -109,7 +109,8 @@ def worker(args) -> dict:
             merge_adapters(model)
             result['merged_inference_ms'] = timed(lambda: model.test_step(copy.deepcopy(batch)), args.iters,
                                                   args.warmup)
-            plain = SwinTransformer(out_indices=(0, 1, 2, 3)).to(device).eval()
+            plain = SwinTransformer(out_indices=(0, 1, 2, 3)).to(device)
+            plain.eval()  # mmseg's SwinTransformer.train() returns None: no chaining
             images = torch.randn(args.batch, 3, args.img, args.img, device=device)
             result['single_swin_forward_ms'] = timed(lambda: plain(images), args.iters, args.warmup)
     return result
