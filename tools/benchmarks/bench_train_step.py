@@ -23,14 +23,12 @@ import contextlib
 import copy
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_adapters import current_rss, peak_rss, reset_peak_rss  # noqa: E402
-from bench_model import random_batch  # noqa: E402
+from bench_model import random_batch, timed  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VARIANTS = {
@@ -74,18 +72,6 @@ def worker(args) -> dict:
     wrapper = AmpOptimWrapper(optimizer=optim, dtype='float16') if amp else OptimWrapper(optimizer=optim)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-    def timed(fn, iters, warmup):
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(iters):
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times.append((time.perf_counter() - start) * 1000)
-        return statistics.median(times)
-
     model.train()
     step = lambda: model.train_step(copy.deepcopy(batch), wrapper)  # noqa: E731
     step()  # first step: lazy SVDs, allocator warm-up
@@ -96,7 +82,7 @@ def worker(args) -> dict:
     else:
         reset_peak_rss()
         base = current_rss()
-    train_ms = timed(step, args.iters, max(args.warmup - 1, 0))
+    train_ms = timed(step, args.iters, max(args.warmup - 1, 0), sync)
     peak = (torch.cuda.max_memory_allocated() if cuda else peak_rss()) - base
     result = dict(variant=args.variant, config=config, options=options, device=device, amp=amp,
                   batch=args.batch, img=args.img, train_step_ms=train_ms, peak_extra_mib=max(peak, 0) / 2**20,
@@ -105,14 +91,15 @@ def worker(args) -> dict:
         from mmseg.models.backbones import SwinTransformer
         model.eval()
         with torch.no_grad(), (torch.autocast('cuda', dtype=torch.float16) if amp else contextlib.nullcontext()):
-            result['inference_ms'] = timed(lambda: model.test_step(copy.deepcopy(batch)), args.iters, args.warmup)
+            result['inference_ms'] = timed(lambda: model.test_step(copy.deepcopy(batch)), args.iters, args.warmup,
+                                           sync)
             merge_adapters(model)
             result['merged_inference_ms'] = timed(lambda: model.test_step(copy.deepcopy(batch)), args.iters,
-                                                  args.warmup)
+                                                  args.warmup, sync)
             plain = SwinTransformer(out_indices=(0, 1, 2, 3)).to(device)
             plain.eval()  # mmseg's SwinTransformer.train() returns None: no chaining
             images = torch.randn(args.batch, 3, args.img, args.img, device=device)
-            result['single_swin_forward_ms'] = timed(lambda: plain(images), args.iters, args.warmup)
+            result['single_swin_forward_ms'] = timed(lambda: plain(images), args.iters, args.warmup, sync)
     return result
 
 
