@@ -21,12 +21,10 @@ else
 fi
 
 echo "== 2/3 training $CONFIG on CPU (progress every 5 iterations) =="
-rm -rf "$WORK/train"
 "$PY" tools/train.py "$CONFIG" --work-dir "$WORK/train" 2>&1 | grep --line-buffered -v "^\s*$"
 
 echo "== 3/3 testing the best checkpoint =="
 CKPT=$(ls -t "$WORK"/train/best_delta_m_epoch_*.pth | head -1)
-rm -rf "$WORK/test" "$WORK/panels"
 "$PY" tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK/test" --show-dir "$WORK/panels" \
     2>&1 | grep --line-buffered -v "^\s*$"
 
