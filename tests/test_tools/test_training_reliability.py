@@ -82,11 +82,11 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_setup):
     proc = subprocess.Popen([sys.executable, 'tools/train.py', str(config), '--work-dir', str(killed)],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (killed / 'epoch_1.pth').exists():
+    marker = killed / 'last_checkpoint'  # mmengine writes it once epoch_1.pth is complete
+    while not (marker.exists() and marker.read_text().strip().endswith('epoch_1.pth')):
         assert proc.poll() is None and time.time() < deadline, 'training ended before the first checkpoint'
-        time.sleep(0.05)
-    time.sleep(0.5)  # let epoch 2 start
-    proc.send_signal(signal.SIGKILL)
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # during epoch 2
     proc.wait()
     assert not (killed / 'epoch_3.pth').exists()
     train(config, killed, '--resume')
