@@ -95,6 +95,14 @@ def build_layer(variant: str, fan_in: int, fan_out: int, splits: int, device: st
     raise KeyError(variant)
 
 
+def write_json_atomic(path: str, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file (never a partial file)."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
 def current_rss() -> int:
     with open('/proc/self/statm') as f:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
@@ -247,10 +255,7 @@ def main() -> int:
           f'token_scale={args.token_scale} threads={results[0]["threads"]} torch={results[0]["torch"]}')
     print(markdown_table(results))
     if args.json:
-        tmp = f'{args.json}.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, args.json)
+        write_json_atomic(args.json, results)
     return 0
 
 

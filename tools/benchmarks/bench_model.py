@@ -17,11 +17,14 @@ CPU. Example::
 import argparse
 import contextlib
 import copy
-import json
 import os
 import statistics
 import sys
 import time
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_adapters import write_json_atomic  # noqa: E402
 
 
 def random_batch(tasks, batch: int, size: int, seed: int = 0):
@@ -81,10 +84,7 @@ def main() -> int:
           f"| {args.config} | {args.device} ({result['threads']} threads) | {args.batch} × {args.img}² | "
           f"{result['train_step_ms']:.0f} | {result['inference_ms']:.0f} | {result['merged_inference_ms']:.0f} |")
     if args.json:
-        tmp = args.json + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(result, f, indent=2)
-        os.replace(tmp, args.json)
+        write_json_atomic(args.json, result)
     return 0
 
 

@@ -27,7 +27,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_adapters import current_rss, peak_rss, reset_peak_rss  # noqa: E402
+from bench_adapters import current_rss, peak_rss, reset_peak_rss, write_json_atomic  # noqa: E402
 from bench_model import random_batch, timed  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -161,10 +161,7 @@ def main() -> int:
           f"amp={results[0]['amp']} threads={results[0]['threads']}")
     print(table(results))
     if args.json:
-        tmp = args.json + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, args.json)
+        write_json_atomic(args.json, results)
     return 0
 
 
