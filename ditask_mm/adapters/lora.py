@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ..registry import MODELS
 from .base import AdapterLayer
+from .dropout import ByteMaskDropout
 
 
 def init_lora_pair(A: Tensor, B: Tensor) -> None:
@@ -58,7 +59,7 @@ class LoRALinear(AdapterLayer):
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **factory))
         self.lora_B = nn.Parameter(torch.empty(self.out_features, rank, **factory))
         init_lora_pair(self.lora_A, self.lora_B)
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_dropout = ByteMaskDropout(dropout) if dropout > 0 else nn.Identity()
 
     def adapted_weight(self, task: Optional[str] = None) -> Tensor:
         """``W + s·B·A``, ``(out_features, in_features)``; ``task`` is ignored."""

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..registry import MODELS
 from .base import AdapterLayer
+from .dropout import ByteMaskDropout
 from .lora import init_lora_pair
 
 
@@ -72,7 +73,7 @@ class MTLoRALinear(AdapterLayer):
             self.lora_tasks_A[task] = nn.Parameter(torch.empty(r, self.in_features, **factory))
             self.lora_tasks_B[task] = nn.Parameter(torch.empty(self.out_features, r, **factory))
             init_lora_pair(self.lora_tasks_A[task], self.lora_tasks_B[task])
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_dropout = ByteMaskDropout(dropout) if dropout > 0 else nn.Identity()
 
     def adapted_weight(self, task: Optional[str] = None) -> Tensor:
         """Effective weight: ``W + s·B_s·A_s`` (shared) or ``W + s_t·B_t·A_t`` (task)."""
