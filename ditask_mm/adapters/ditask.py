@@ -16,7 +16,7 @@ Two ways to apply φ_θ to the spectrum (``spectrum_mode``):
 * ``'value'`` (the paper's Eq. 6): σ'_i = σ_max · φ_θ(σ_i / σ_max).
 """
 import math
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -26,6 +26,7 @@ from torch import Tensor
 from ..cpab import CPAB1D
 from ..registry import MODELS
 from .base import AdapterLayer, cast_weight_for
+from .dropout import ByteMaskDropout
 from .svd_cache import SVDCache, factored_is_cheaper, svd_dtype
 
 SPECTRUM_MODES = ('resample', 'value')
@@ -114,7 +115,7 @@ class DiTASKLinear(AdapterLayer):
         if self.out_features % num_splits:
             raise ValueError(f'num_splits={num_splits} does not divide out_features='
                              f'{self.out_features}')
-        self.dropout = nn.Dropout(main_path_dropout) if main_path_dropout > 0 else nn.Identity()
+        self.dropout = ByteMaskDropout(main_path_dropout) if main_path_dropout > 0 else nn.Identity()
 
         self.shared_transform: Optional[CPAB1D] = None
         self.register_parameter('theta_shared', None)
@@ -128,6 +129,8 @@ class DiTASKLinear(AdapterLayer):
             self.task_transforms[task] = self._make_transform(size, zero_boundary)
             self.theta_tasks[task] = nn.Parameter(self._init_theta(self.task_transforms[task].theta_dim))
         self._eval_weights: Dict[Optional[str], Tuple[Tuple, Tensor]] = {}
+        # Set for the span of one forward by spectrum_batch.batched_spectra.
+        self.precomputed_spectra: Optional[Dict[Optional[str], Tensor]] = None
 
     # -------------------------------------------------------------- building
     def _task_size(self, sizes: Union[int, Mapping[str, int]], task: str) -> int:
@@ -165,14 +168,28 @@ class DiTASKLinear(AdapterLayer):
             return self.shared_transform, self.theta_shared
         return self.task_transforms[task], self.theta_tasks[task]
 
+    def transform_for(self, task: Optional[str]) -> Optional[CPAB1D]:
+        """The CPAB transform of ``task`` (``None``: the shared one, if any)."""
+        return self._transform_and_theta(task)[0]
+
+    def transform_paths(self) -> List[Tuple[Optional[str], CPAB1D, Tensor]]:
+        """``(task or None, transform, θ)`` of every path that has a transform."""
+        paths = [(None, self.shared_transform, self.theta_shared)] if self.shared_transform is not None else []
+        return paths + [(task, self.task_transforms[task], self.theta_tasks[task]) for task in self.tasks]
+
     def adapted_spectrum(self, task: Optional[str] = None) -> Tensor:
         """The warped singular values σ', ``(num_splits, k)``, for ``task``.
 
         Args:
             task: A task of this layer, or ``None`` for the shared transform.
                 Without a shared transform, ``None`` gives the pretrained σ.
+
+        Inside :func:`~ditask_mm.adapters.spectrum_batch.batched_spectra`
+        the value computed there, for the whole model at once, is returned.
         """
         self.check_task(task)
+        if self.precomputed_spectra is not None and task in self.precomputed_spectra:
+            return self.precomputed_spectra[task]
         if self.recompute_svd:
             self.svd.refresh(self.weight)
         _, S, _ = self.svd.get(self.weight)

@@ -19,3 +19,56 @@ def test_bench_adapters_smoke(tmp_path):
     assert records['lora_r64']['trainable_params'] == sum(
         64 * (fi + fo) for c in (96, 192, 384, 768) for fi, fo in ((c, 3 * c), (c, c), (c, 4 * c), (4 * c, c)))
     assert '| ditask |' in proc.stdout and 'DiTASK time / LoRA r=64 time' in proc.stdout
+
+
+def test_bench_train_step_smoke(tmp_path):
+    out = tmp_path / 'train_step.json'
+    variants = ['ditask', 'full_ft', 'full_ft_branched', 'inference']
+    # --threads 1: the benchmark stays usable when other processes share the 2 CPU cores
+    proc = subprocess.run([sys.executable, str(REPO / 'tools/benchmarks/bench_train_step.py'), '--configs', *variants,
+                           '--batch', '1', '--img', '64', '--iters', '1', '--warmup', '1', '--device', 'cpu',
+                           '--threads', '1', '--json', str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = {r['variant']: r for r in json.loads(out.read_text())}
+    assert set(records) == set(variants)
+    assert all(r['threads'] == 1 for r in records.values())
+    train = {k: records[k] for k in ('ditask', 'full_ft', 'full_ft_branched')}
+    assert all(r['flops_per_step'] > 0 and r['train_step_ms'] > 0 and r['gflop_per_s'] > 0 for r in train.values())
+    # the same task-branched architecture, fully trained: the per-task proj/fc1/fc2 copies train and run too
+    assert train['full_ft_branched']['trainable'] > train['full_ft']['trainable']
+    assert train['full_ft_branched']['flops_per_step'] > train['full_ft']['flops_per_step']
+    assert train['ditask']['trainable'] < train['full_ft']['trainable']
+    inference = records['inference']
+    assert set(inference['single_task']) == {'semseg', 'human_parts', 'sal', 'normals'}
+    assert all(r['ms'] > 0 and r['gflop'] > 0 for r in inference['single_task'].values())
+    models = inference['models']
+    assert all(r['ms'] > 0 and r['gflop'] > 0 for r in models.values())
+    assert models['multi_task']['gflop'] > models['plain_swin_forward']['gflop']
+    assert '| model | train step (ms) | vs full FT | vs full FT, same branched arch | GFLOP / step |' in proc.stdout
+    assert '| inference | ms per batch | images/s | GFLOP per batch |' in proc.stdout
+    assert '| full_ft_branched |' in proc.stdout
+
+
+def test_bench_spectra_smoke(tmp_path):
+    out = tmp_path / 'spectra.json'
+    proc = subprocess.run([sys.executable, str(REPO / 'tools/benchmarks/bench_spectra.py'),
+                           str(REPO / 'configs/ditask/swin-t_pascal-mtl.py'), '--iters', '1', '--warmup', '0',
+                           '--json', str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    # Swin-T: 48 adapted layers; shared θ on all but the 3 last-stage task layers, 4 task θ on 12 layers
+    assert result['layers'] == 48 and result['paths'] == 45 + 12 * 4
+    assert result['per_layer']['cpab_calls'] == result['paths']
+    assert result['batched']['cpab_calls'] == 8  # 4 spectrum lengths × (shared, task) tessellations
+    assert result['batched']['ops'] * 4 < result['per_layer']['ops']
+    assert '| batched |' in proc.stdout
+
+
+def test_ablate_train_step_smoke():
+    proc = subprocess.run([sys.executable, str(REPO / 'tools/benchmarks/ablate_train_step.py'), '--batch', '1',
+                           '--img', '64', '--iters', '1', '--only', 'torch dropout', 'spectra per layer'],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith('| paper') or line.startswith('| clean')]
+    assert [row.split('|')[1].strip() for row in rows] == ['paper, torch dropout', 'clean, spectra per layer']
+    assert all(float(row.split('|')[3]) > 0 for row in rows)  # FLOPs were counted

@@ -1,46 +1,144 @@
 #!/usr/bin/env python
-"""Where the DiTASK training step goes: one process, variants of the Swin-T PASCAL config.
+"""Where the DiTASK training step goes: variants of the Swin-T PASCAL model, in one process.
 
-Times ``model.train_step`` (median of 2 after a warm-up step) at batch 2 × 448²
-for the paper config, without main-path dropout, with the dense or factored
-adapted product forced, without task branches, and full fine-tuning.
+All variants are built first; then ``--iters`` rounds each run one
+``model.train_step`` (AdamW, fp32) of every variant in turn, and the median
+per variant is reported with its FLOPs (``FlopCounterMode``: matmuls and
+convolutions, forward and backward), at ``--batch`` × ``--img``²:
+
+* ``paper``: configs/ditask/swin-t_pascal-mtl.py as shipped (main-path
+  dropout 0.05 through :class:`~ditask_mm.adapters.ByteMaskDropout`);
+* ``paper, torch dropout``: the same with ``nn.Dropout`` (before issue 7);
+* ``clean``: no main-path dropout (configs/ditask/swin-t_pascal-mtl_clean.py);
+* ``clean, spectra per layer``: every spectrum warped by its own CPAB call
+  (``batched_spectra`` off, before issue 7);
+* ``clean, dense`` / ``clean, factored``: one adapted product forced
+  (``compute_mode``) instead of the per-layer choice;
+* ``clean, no task branches``: shared adapters only (``task_layers=()``);
+* ``full FT`` and ``full FT, branched``: the plain shared Swin-T, and
+  DiTASK's task-branched architecture with merged weights, all trainable.
+
+Interleaving the variants' steps in one process makes their differences
+comparable even where the machine's speed drifts during the run.
 
 Example::
 
-    python tools/benchmarks/ablate_train_step.py
+    python tools/benchmarks/ablate_train_step.py --batch 2 --img 448 --iters 2
 """
-import copy, sys, time, statistics, torch
-sys.path.insert(0, __import__('os').path.dirname(__import__('os').path.abspath(__file__)))
-import ditask_mm
-from mmengine.config import Config, DictAction
-from mmengine.registry import init_default_scope
-from mmengine.optim import OptimWrapper
-import ditask_mm.models
-from ditask_mm.registry import MODELS
-from bench_model import random_batch
 import argparse
+import contextlib
+import copy
 import os
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-variants = {
- 'paper (dropout 0.05)': [],
- 'clean (no dropout)': ['model.backbone.adapter.main_path_dropout=0.0'],
- 'clean, dense': ['model.backbone.adapter.main_path_dropout=0.0', 'model.backbone.adapter.compute_mode=dense'],
- 'clean, factored': ['model.backbone.adapter.main_path_dropout=0.0', 'model.backbone.adapter.compute_mode=factored'],
- 'clean, no task branches': ['model.backbone.adapter.main_path_dropout=0.0', 'model.backbone.task_layers=()'],
- 'full FT': None,
-}
-for name, opts in variants.items():
-    config = 'baselines/full-ft_swin-t_pascal-mtl.py' if opts is None else 'ditask/swin-t_pascal-mtl.py'
-    cfg = Config.fromfile(os.path.join(ROOT, 'configs', config))
-    if opts:
-        p = argparse.ArgumentParser(); p.add_argument('--o', nargs='+', action=DictAction)
-        cfg.merge_from_dict(p.parse_args(['--o', *opts]).o)
-    init_default_scope('ditask_mm'); torch.manual_seed(0)
-    m = MODELS.build(cfg.model); m.train()
-    b = random_batch(m.tasks, 2, 448)
-    opt = OptimWrapper(torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4))
-    m.train_step(copy.deepcopy(b), opt)
-    ts = []
-    for _ in range(2):
-        t = time.perf_counter(); m.train_step(copy.deepcopy(b), opt); ts.append(time.perf_counter() - t)
-    print(f'{name:<28} {1000*statistics.median(ts):7.0f} ms', flush=True)
+import statistics
+import sys
+import time
+from typing import Callable, List, NamedTuple, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_model import random_batch  # noqa: E402
+from bench_train_step import CLEAN, DITASK, build_model, count_flops  # noqa: E402
+
+FULL_FT = 'configs/baselines/full-ft_swin-t_pascal-mtl.py'
+
+
+class Ablation(NamedTuple):
+    """A model to time: config, overrides, an optional patch around the run, and whether to merge and train all."""
+    name: str
+    config: str
+    options: List[str]
+    patch: Optional[str] = None
+    branched_full_ft: bool = False
+
+
+ABLATIONS = (
+    Ablation('paper', DITASK, []),
+    Ablation('paper, torch dropout', DITASK, [], patch='torch_dropout'),
+    Ablation('clean', CLEAN, []),
+    Ablation('clean, spectra per layer', CLEAN, [], patch='per_layer_spectra'),
+    Ablation('clean, dense', CLEAN, ['model.backbone.adapter.compute_mode=dense']),
+    Ablation('clean, factored', CLEAN, ['model.backbone.adapter.compute_mode=factored']),
+    Ablation('clean, no task branches', CLEAN, ['model.backbone.task_layers=()']),
+    Ablation('full FT', FULL_FT, []),
+    Ablation('full FT, branched', CLEAN, [], branched_full_ft=True),
+)
+
+
+@contextlib.contextmanager
+def patched(name: Optional[str]):
+    """Undo one issue-7 change for the span of a variant (``None``: nothing)."""
+    import torch.nn as nn
+
+    from ditask_mm.adapters import ditask
+    from ditask_mm.models.backbones import multitask_swin
+    from ditask_mm.models.segmentors import multitask_segmentor
+    saved = []
+    if name == 'torch_dropout':
+        saved.append((ditask, 'ByteMaskDropout', ditask.ByteMaskDropout))
+        ditask.ByteMaskDropout = nn.Dropout
+    elif name == 'per_layer_spectra':
+        for module in (multitask_swin, multitask_segmentor):
+            saved.append((module, 'batched_spectra', module.batched_spectra))
+            module.batched_spectra = lambda _: contextlib.nullcontext(0)
+    elif name is not None:
+        raise ValueError(f'unknown patch {name!r}')
+    try:
+        yield
+    finally:
+        for module, attr, value in saved:
+            setattr(module, attr, value)
+
+
+def prepare(ablation: Ablation, args: argparse.Namespace) -> Callable[[], object]:
+    """Build ``ablation``'s model and return a function running one training step of it."""
+    import torch
+    from mmengine.optim import OptimWrapper
+
+    from ditask_mm.adapters import merge_adapters
+    with patched(ablation.patch):
+        model = build_model(ablation.config, ablation.options, 'cpu')
+    if ablation.branched_full_ft:
+        merge_adapters(model)
+        model.requires_grad_(True)
+    model.train()
+    batch = random_batch(model.tasks, args.batch, args.img)
+    wrapper = OptimWrapper(torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4))
+
+    def step():
+        with patched(ablation.patch):
+            return model.train_step(copy.deepcopy(batch), wrapper)
+    return step
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--img', type=int, default=448)
+    parser.add_argument('--iters', type=int, default=3, help='rounds; each round runs one step of every variant')
+    parser.add_argument('--only', nargs='+', help='run only the variants whose names contain one of these')
+    args = parser.parse_args()
+    chosen = [a for a in ABLATIONS if not args.only or any(key in a.name for key in args.only)]
+    if not chosen:
+        raise SystemExit(f'--only {args.only} matches no variant of {[a.name for a in ABLATIONS]}')
+    steps, flops = [], []
+    with contextlib.redirect_stdout(sys.stderr):  # mmengine logs to stdout; stdout holds the table
+        for i, ablation in enumerate(chosen, 1):
+            print(f'[{i}/{len(chosen)}] building {ablation.name}, warm-up step and FLOP count ...', flush=True)
+            steps.append(prepare(ablation, args))
+            steps[-1]()  # warm-up: SVDs, allocator
+            flops.append(count_flops(steps[-1]))
+        times: List[List[float]] = [[] for _ in chosen]
+        for round_ in range(args.iters):
+            print(f'round {round_ + 1}/{args.iters} ...', flush=True)
+            for step, record in zip(steps, times):
+                start = time.perf_counter()
+                step()
+                record.append((time.perf_counter() - start) * 1000)
+    print(f'batch {args.batch} × {args.img}², median of {args.iters} interleaved rounds, CPU fp32\n\n'
+          '| variant | train step (ms) | GFLOP / step |\n|---|---|---|')
+    for ablation, record, count in zip(chosen, times, flops):
+        print(f'| {ablation.name} | {statistics.median(record):.0f} | {count / 1e9:.1f} |')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

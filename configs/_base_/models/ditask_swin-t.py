@@ -25,6 +25,7 @@ model = dict(
         task_layers=('proj', 'fc1', 'fc2'),
         out_type='post_merge',
         trainable='public',
+        with_cp_branches=False,  # True: recompute the task branches in the backward (less memory, slower)
         init_cfg=dict(type='Pretrained', checkpoint=swin_t_in22k)),
     # in_channels come from the backbone (2C, 4C, 8C, 8C)
     decode_heads={t: dict(type='MTLHRNetHead', out_channels=num_classes[t]) for t in tasks},

@@ -25,11 +25,13 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint as cp
 from mmengine.model.weight_init import trunc_normal_
 from mmseg.models.backbones import SwinTransformer
 from torch import Tensor
 
-from ...adapters import DiTASKLinear, adapter_layers, inject_adapters, set_trainable
+from ...adapters import (DiTASKLinear, adapter_layers, batched_spectra, capture_spectra, inject_adapters, set_trainable,
+                         use_spectra)
 from ...registry import MODELS
 from .task_branch import branched_block_forward
 
@@ -85,6 +87,11 @@ class MultiTaskSwinTransformer(SwinTransformer):
             trained besides the adapters.
         min_pretrained_fraction: Loading a pretrained checkpoint that covers
             less than this fraction of the backbone weights raises.
+        with_cp_branches: Checkpoint the branched last blocks (recompute
+            their forward in the backward): their per-task activations are
+            most of what DiTASK holds above a shared model, so this trades
+            the branches' forward FLOPs once more for that memory.
+            mmseg's ``with_cp`` (all blocks) also covers the branched ones.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an
             official, mmseg, mmpretrain or timm Swin checkpoint.
         **swin_kwargs: Passed to mmseg's ``SwinTransformer`` (``window_size``,
@@ -104,6 +111,7 @@ class MultiTaskSwinTransformer(SwinTransformer):
                  min_pretrained_fraction: float = 0.95,
                  init_cfg: Optional[Dict] = None,
                  drop_path_rate: float = 0.2,
+                 with_cp_branches: bool = False,
                  **swin_kwargs) -> None:
         arch_cfg = dict(ARCH_SETTINGS[arch]) if isinstance(arch, str) else dict(arch)
         if isinstance(arch, str) and arch not in ARCH_SETTINGS:
@@ -132,6 +140,7 @@ class MultiTaskSwinTransformer(SwinTransformer):
         # without task-specific layers every task reads the shared stream: no branching
         self.task_stages = tuple(sorted(set(task_stages))) if task_layers else ()
         self.min_pretrained_fraction = min_pretrained_fraction
+        self.with_cp_branches = with_cp_branches
         self.adapters = {}
         if adapter is not None:
             self.adapters = self._inject(dict(adapter), adapted_layers, adapted_blocks, task_layers)
@@ -234,6 +243,10 @@ class MultiTaskSwinTransformer(SwinTransformer):
             ``{task: [f1, f2, f3, f4]}`` of ``(B, C_i, H_i, W_i)`` maps (see
             the module docstring for the two layouts).
         """
+        with batched_spectra(self):  # all DiTASK spectra in a few CPAB calls (training)
+            return self._forward_streams(x)
+
+    def _forward_streams(self, x: Tensor) -> Dict[str, List[Tensor]]:
         x, hw = self.patch_embed(x)
         if self.use_abs_pos_embed:
             x = x + self.absolute_pos_embed
@@ -244,7 +257,7 @@ class MultiTaskSwinTransformer(SwinTransformer):
             for block in stage.blocks[:-1]:
                 x = block(x, hw)
             if i in self.task_stages:
-                shared, streams = branched_block_forward(stage.blocks[-1], x, hw, self.tasks, need_shared=i < last)
+                shared, streams = self._branch(stage.blocks[-1], x, hw, need_shared=i < last)
             else:
                 shared = stage.blocks[-1](x, hw)
                 streams = {t: shared for t in self.tasks}
@@ -263,6 +276,17 @@ class MultiTaskSwinTransformer(SwinTransformer):
                     outs[t].append(self._to_map(merged[t], next_hw))
             x, hw = merged[None], next_hw
         return outs
+
+    def _branch(self, block: nn.Module, x: Tensor, hw, need_shared: bool):
+        """The branched last block of a stage, checkpointed if asked (see ``with_cp_branches``)."""
+        if not ((self.with_cp_branches or block.with_cp) and torch.is_grad_enabled()):
+            return branched_block_forward(block, x, hw, self.tasks, need_shared)
+        spectra = capture_spectra(block)  # the recomputation must read the same spectra
+
+        def run(x: Tensor):
+            with use_spectra(spectra):
+                return branched_block_forward(block, x, hw, self.tasks, need_shared)
+        return cp.checkpoint(run, x, use_reentrant=False)
 
     def _merge(self, downsample: nn.Module, shared: Tensor, streams: Dict[str, Tensor], hw):
         """PatchMerging of the shared stream and (post_merge) the distinct task streams, in one call."""

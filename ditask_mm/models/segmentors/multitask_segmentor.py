@@ -23,6 +23,7 @@ from mmseg.models.segmentors import BaseSegmentor
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
+from ...adapters import batched_spectra
 from ...registry import MODELS
 from ...tasks import TASKS, check_tasks
 
@@ -115,7 +116,8 @@ class MultiTaskSegmentor(BaseSegmentor):
 
     def extract_feat(self, inputs: Tensor) -> Dict[str, List[Tensor]]:
         """Backbone (and neck) features, as ``{task: [maps]}``."""
-        feats = self.backbone(inputs)
+        with batched_spectra(self.backbone):  # no-op without DiTASK layers or gradients
+            feats = self.backbone(inputs)
         if isinstance(feats, dict):
             missing = [t for t in self.tasks if t not in feats]
             if missing:

@@ -189,3 +189,79 @@ def test_configurable_layers_blocks_and_per_stage_tessellation():
         tiny_backbone(adapted_layers=('fc3', ))
     with pytest.raises(ValueError, match='distinct task names'):
         DiTASKSwinTransformer(['a', 'a'], arch=TINY)
+
+
+def test_training_forward_warps_all_spectra_in_one_cpab_call_per_group(monkeypatch):
+    """Batched spectra change nothing but the number of CPAB calls (8 groups: 4 widths × 2 tessellations)."""
+    import contextlib
+
+    from ditask_mm.cpab import CPAB1D
+    from ditask_mm.models.backbones import multitask_swin
+
+    model = tiny_backbone(adapter=dict(tessellation_size=8, task_tessellation_size=4, theta_init='kaiming'))
+    model.train()
+    images = torch.randn(2, 3, 64, 64)
+    calls = []
+    original = CPAB1D.transform_sequence
+
+    def counted(self, *args, **kwargs):
+        calls.append(self.tessellation_size)
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(CPAB1D, 'transform_sequence', counted)
+
+    def outputs_and_grads():
+        model.zero_grad()
+        outs = model(images)
+        sum((f * (i + 1)).mean() for t in TASKS for i, f in enumerate(outs[t])).backward()
+        return outs, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    batched, batched_grads = outputs_and_grads()
+    assert sorted(calls) == [4] * 4 + [8] * 4
+    paths = sum(len(layer.transform_paths()) for _, layer in adapter_layers(model))
+    calls.clear()
+    monkeypatch.setattr(multitask_swin, 'batched_spectra', lambda module: contextlib.nullcontext(0))
+    single, single_grads = outputs_and_grads()
+    assert len(calls) == paths > 8
+    for task in TASKS:
+        for a, b in zip(batched[task], single[task]):
+            assert torch.equal(a, b)
+    assert batched_grads.keys() == single_grads.keys() and any('theta_tasks' in n for n in batched_grads)
+    for name, grad in batched_grads.items():
+        torch.testing.assert_close(grad, single_grads[name], rtol=1e-5, atol=1e-5 * grad.abs().max().item(),
+                                   msg=name)
+
+
+def test_checkpointed_branches_give_the_same_gradients_and_save_less():
+    """with_cp_branches recomputes the branched blocks (same dropout masks, same spectra) and frees their activations."""
+    adapter = dict(tessellation_size=8, task_tessellation_size=4, theta_init='kaiming', main_path_dropout=0.3)
+    images = torch.randn(2, 3, 64, 64)
+
+    def run(**kwargs):
+        model = tiny_backbone(adapter=adapter, **kwargs)
+        model.train()
+        saved_bytes = []
+
+        def pack(t):
+            saved_bytes.append(t.numel() * t.element_size())
+            return t
+        torch.manual_seed(5)  # the dropout masks
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            outs = model(images)
+        sum((f * (i + 1)).mean() for t in TASKS for i, f in enumerate(outs[t])).backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        return outs, grads, sum(saved_bytes)
+
+    plain_outs, plain_grads, plain_bytes = run()
+    cp_outs, cp_grads, cp_bytes = run(with_cp_branches=True)
+    for task in TASKS:
+        for a, b in zip(plain_outs[task], cp_outs[task]):
+            assert torch.equal(a, b)
+    assert plain_grads.keys() == cp_grads.keys() and any('theta_tasks' in n for n in cp_grads)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(cp_grads[name], grad, rtol=1e-5, atol=1e-6 * grad.abs().max().item(), msg=name)
+    assert cp_bytes < 0.8 * plain_bytes  # the four branched blocks hold most of the activations here
+    # mmseg's with_cp (every block) reaches the branched blocks too: it saves less than checkpointing them alone
+    all_outs, all_grads, all_bytes = run(with_cp=True)
+    assert all_bytes < 0.8 * cp_bytes
+    for name, grad in plain_grads.items():  # its recomputation warps spectra per layer: summation order differs
+        torch.testing.assert_close(all_grads[name], grad, rtol=1e-5, atol=1e-5 * grad.abs().max().item(), msg=name)
