@@ -231,6 +231,7 @@ def test_training_forward_warps_all_spectra_in_one_cpab_call_per_group(monkeypat
                                    msg=name)
 
 
+@pytest.mark.filterwarnings('ignore:torch.utils.checkpoint. the use_reentrant:UserWarning')  # mmseg's with_cp call
 def test_checkpointed_branches_give_the_same_gradients_and_save_less():
     """with_cp_branches recomputes the branched blocks (same dropout masks, same spectra) and frees their activations."""
     adapter = dict(tessellation_size=8, task_tessellation_size=4, theta_init='kaiming', main_path_dropout=0.3)
