@@ -224,7 +224,8 @@ def test_training_forward_warps_all_spectra_in_one_cpab_call_per_group(monkeypat
     assert len(calls) == paths > 8
     for task in TASKS:
         for a, b in zip(batched[task], single[task]):
-            assert torch.equal(a, b)
+            # same math; MKL's GEMMs may round differently with other buffer alignments
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     assert batched_grads.keys() == single_grads.keys() and any('theta_tasks' in n for n in batched_grads)
     for name, grad in batched_grads.items():
         torch.testing.assert_close(grad, single_grads[name], rtol=1e-5, atol=1e-5 * grad.abs().max().item(),
@@ -256,7 +257,8 @@ def test_checkpointed_branches_give_the_same_gradients_and_save_less():
     cp_outs, cp_grads, cp_bytes = run(with_cp_branches=True)
     for task in TASKS:
         for a, b in zip(plain_outs[task], cp_outs[task]):
-            assert torch.equal(a, b)
+            # same math; MKL's GEMMs may round differently with other buffer alignments
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     assert plain_grads.keys() == cp_grads.keys() and any('theta_tasks' in n for n in cp_grads)
     for name, grad in plain_grads.items():
         torch.testing.assert_close(cp_grads[name], grad, rtol=1e-5, atol=1e-6 * grad.abs().max().item(), msg=name)
