@@ -168,10 +168,6 @@ class DiTASKLinear(AdapterLayer):
             return self.shared_transform, self.theta_shared
         return self.task_transforms[task], self.theta_tasks[task]
 
-    def transform_for(self, task: Optional[str]) -> Optional[CPAB1D]:
-        """The CPAB transform of ``task`` (``None``: the shared one, if any)."""
-        return self._transform_and_theta(task)[0]
-
     def transform_paths(self) -> List[Tuple[Optional[str], CPAB1D, Tensor]]:
         """``(task or None, transform, θ)`` of every path that has a transform."""
         paths = [(None, self.shared_transform, self.theta_shared)] if self.shared_transform is not None else []

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..cpab import CPAB1D
 from .ditask import DiTASKLinear
 
 Spectra = Dict[Optional[str], Tensor]
@@ -46,7 +47,7 @@ def compute_spectra(layers: Sequence[DiTASKLinear]) -> Dict[DiTASKLinear, Spectr
         ``{layer: {task or None: σ' of shape (num_splits, k)}}`` for every
         path that has a transform.
     """
-    groups: Dict[Tuple, List[Tuple[DiTASKLinear, Optional[str], Tensor, Tensor]]] = defaultdict(list)
+    groups: Dict[Tuple, List[Tuple[DiTASKLinear, Optional[str], Tensor, Tensor, CPAB1D]]] = defaultdict(list)
     for layer in layers:
         if layer.recompute_svd:
             continue
@@ -54,20 +55,19 @@ def compute_spectra(layers: Sequence[DiTASKLinear]) -> Dict[DiTASKLinear, Spectr
         for task, transform, theta in layer.transform_paths():
             key = (transform.tessellation_size, transform.zero_boundary, layer.spectrum_mode, S.shape[-1],
                    S.dtype, S.device)
-            groups[key].append((layer, task, S, theta))
+            groups[key].append((layer, task, S, theta, transform))
     result: Dict[DiTASKLinear, Spectra] = defaultdict(dict)
     for key, members in groups.items():
-        mode = key[2]
-        transform = members[0][0].transform_for(members[0][1])
-        values = torch.cat([S for _, _, S, _ in members])
-        thetas = torch.cat([theta.expand(S.shape[0], -1) for _, _, S, theta in members])
+        mode, transform = key[2], members[0][4]  # equal tessellations: any member's transform serves
+        values = torch.cat([S for _, _, S, _, _ in members])
+        thetas = torch.cat([theta.expand(S.shape[0], -1) for _, _, S, theta, _ in members])
         if mode == 'resample':
             warped = transform.transform_sequence(values, thetas)
         else:
             vmax = values[:, :1].clamp_min(torch.finfo(values.dtype).tiny)
             warped = transform.transform_values(values, thetas, vmax)
-        parts = warped.split([S.shape[0] for _, _, S, _ in members])
-        for (layer, task, _, _), part in zip(members, parts):
+        parts = warped.split([S.shape[0] for _, _, S, _, _ in members])
+        for (layer, task, _, _, _), part in zip(members, parts):
             result[layer][task] = part
     return dict(result)
 

@@ -35,8 +35,8 @@ import time
 from typing import Callable, List, NamedTuple, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_model import random_batch  # noqa: E402
-from bench_train_step import CLEAN, DITASK, build_model, count_flops  # noqa: E402
+from bench_model import build_model, random_batch  # noqa: E402
+from bench_train_step import CLEAN, DITASK, count_flops  # noqa: E402
 
 FULL_FT = 'configs/baselines/full-ft_swin-t_pascal-mtl.py'
 
@@ -93,12 +93,8 @@ def prepare(ablation: Ablation, args: argparse.Namespace) -> Callable[[], object
     import torch
     from mmengine.optim import OptimWrapper
 
-    from ditask_mm.adapters import merge_adapters
     with patched(ablation.patch):
-        model = build_model(ablation.config, ablation.options, 'cpu')
-    if ablation.branched_full_ft:
-        merge_adapters(model)
-        model.requires_grad_(True)
+        model = build_model(ablation.config, ablation.options, 'cpu', branched_full_ft=ablation.branched_full_ft)
     model.train()
     batch = random_batch(model.tasks, args.batch, args.img)
     wrapper = OptimWrapper(torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4))

@@ -27,6 +27,44 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_adapters import write_json_atomic  # noqa: E402
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def build_model(config: str, options=(), device: str = 'cpu', branched_full_ft: bool = False):
+    """Build a config's model (seed 0, no pretrained weights) on ``device``.
+
+    Args:
+        config: Config path, absolute or relative to the repository root.
+        options: ``key=value`` overrides, as ``--cfg-options`` takes them.
+        device: Torch device string.
+        branched_full_ft: Merge the adapters into plain shared and per-task
+            weights (``merge_adapters``) and make every parameter trainable:
+            full fine-tuning of the model's own task-branched architecture.
+
+    Returns:
+        The model.
+    """
+    import torch
+    from mmengine.config import Config, DictAction
+    from mmengine.registry import init_default_scope
+
+    import ditask_mm.models  # noqa: F401  (registers the models)
+    from ditask_mm.adapters import merge_adapters
+    from ditask_mm.registry import MODELS
+    cfg = Config.fromfile(os.path.join(ROOT, config))
+    if options:
+        parser = argparse.ArgumentParser()
+        parser.add_argument('--o', nargs='+', action=DictAction)
+        cfg.merge_from_dict(parser.parse_args(['--o', *options]).o)
+    init_default_scope(cfg.get('default_scope', 'ditask_mm'))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).to(device)
+    if branched_full_ft:
+        merge_adapters(model)
+        model.requires_grad_(True)
+    return model
+
+
 def random_batch(tasks, batch: int, size: int, seed: int = 0):
     import torch
     from mmengine.structures import PixelData
@@ -92,18 +130,11 @@ def measure(args) -> dict:
     """Build the model and time the train step, inference and merged inference."""
     import torch
     import ditask_mm  # noqa: F401
-    from mmengine.config import Config
     from mmengine.optim import AmpOptimWrapper, OptimWrapper
-    from mmengine.registry import init_default_scope
 
-    import ditask_mm.models  # noqa: F401
     from ditask_mm.adapters import merge_adapters
-    from ditask_mm.registry import MODELS
 
-    cfg = Config.fromfile(args.config)
-    init_default_scope(cfg.get('default_scope', 'ditask_mm'))
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model).to(args.device)
+    model = build_model(os.path.abspath(args.config), device=args.device)
     sync = torch.cuda.synchronize if args.device.startswith('cuda') else (lambda: None)
     batch = random_batch(model.tasks, args.batch, args.img)
     params = [p for p in model.parameters() if p.requires_grad]

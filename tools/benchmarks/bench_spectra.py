@@ -27,23 +27,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_adapters import write_json_atomic  # noqa: E402
+from bench_model import build_model  # noqa: E402
 
 
 def measure(args: argparse.Namespace) -> dict:
     """Time and count both ways of computing the spectra of ``args.config``'s model."""
     import torch
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
     from torch.profiler import profile
 
-    import ditask_mm.models  # noqa: F401
     from ditask_mm.adapters import DiTASKLinear, compute_spectra
-    from ditask_mm.registry import MODELS
 
-    cfg = Config.fromfile(args.config)
-    init_default_scope(cfg.get('default_scope', 'ditask_mm'))
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model).to(args.device)
+    model = build_model(os.path.abspath(args.config), device=args.device)
     layers = [m for m in model.modules() if isinstance(m, DiTASKLinear)]
     if not layers:
         raise SystemExit(f'{args.config}: the model has no DiTASKLinear layer')

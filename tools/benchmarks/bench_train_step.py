@@ -66,9 +66,8 @@ from typing import Callable, Dict, List, NamedTuple, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_adapters import current_rss, peak_rss, reset_peak_rss, write_json_atomic  # noqa: E402
-from bench_model import random_batch, timed  # noqa: E402
+from bench_model import build_model, random_batch, timed  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DITASK = 'configs/ditask/swin-t_pascal-mtl.py'
 CLEAN = 'configs/ditask/swin-t_pascal-mtl_clean.py'
 INFERENCE = 'inference'
@@ -120,33 +119,6 @@ def resolve(token: str) -> Variant:
     raise ValueError(f'{token!r} is neither a variant ({", ".join([*VARIANTS, INFERENCE])}) nor a config file')
 
 
-def build_model(config: str, options: Sequence[str], device: str):
-    """Build a config's model (seed 0, no pretrained weights) on ``device``.
-
-    Args:
-        config: Config path, absolute or relative to the repository root.
-        options: ``key=value`` overrides, as ``--cfg-options`` takes them.
-        device: Torch device string.
-
-    Returns:
-        The model.
-    """
-    import torch
-    from mmengine.config import Config, DictAction
-    from mmengine.registry import init_default_scope
-
-    import ditask_mm.models  # noqa: F401  (registers the models)
-    from ditask_mm.registry import MODELS
-    cfg = Config.fromfile(os.path.join(ROOT, config))
-    if options:
-        parser = argparse.ArgumentParser()
-        parser.add_argument('--o', nargs='+', action=DictAction)
-        cfg.merge_from_dict(parser.parse_args(['--o', *options]).o)
-    init_default_scope(cfg.get('default_scope', 'ditask_mm'))
-    torch.manual_seed(0)
-    return MODELS.build(cfg.model).to(device)
-
-
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of one call of ``fn``, as ``FlopCounterMode`` counts them (forward and backward)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -169,13 +141,9 @@ def train_worker(args: argparse.Namespace, variant: Variant) -> Dict:
     import torch
     from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
-    from ditask_mm.adapters import merge_adapters
     device = args.device
     cuda = device.startswith('cuda')
-    model = build_model(variant.config, variant.options, device)
-    if variant.branched_full_ft:
-        merge_adapters(model)
-        model.requires_grad_(True)
+    model = build_model(variant.config, variant.options, device, branched_full_ft=variant.branched_full_ft)
     model.train()
     batch = random_batch(model.tasks, args.batch, args.img)
     params = [p for p in model.parameters() if p.requires_grad]
