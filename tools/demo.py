@@ -10,7 +10,8 @@ test-pipeline size (``FixedResizeMTL`` or a ``Resize``), else kept; the model's
 data preprocessor normalises it, and predictions come back at the original
 size. ``CKPT`` is a full checkpoint of the config's model, or an adapter-only
 one (``tools/model_converters/extract_adapters.py``), which is then loaded on
-top of the pretrained weights of the config's ``init_cfg``.
+top of the pretrained weights of the config's ``init_cfg`` (an error names the
+file needed when the config has none).
 
 Example::
 
@@ -63,8 +64,9 @@ def main() -> int:
     from mmseg.structures import SegDataSample
 
     import ditask_mm.models  # noqa: F401
-    from ditask_mm.models.adapter_checkpoint import (ADAPTER_ONLY, CheckpointMismatchError, check_full_checkpoint,
-                                                     load_adapter_checkpoint, read_checkpoint)
+    from ditask_mm.models.adapter_checkpoint import CheckpointMismatchError
+    from ditask_mm.models.checkpoint_file import CheckpointReadError
+    from ditask_mm.models.model_checkpoint import PretrainedWeightsError, load_model_checkpoint
     from ditask_mm.registry import MODELS
     from ditask_mm.tasks import TASKS
     from ditask_mm.visualization import render_task_map, save_panel, write_png
@@ -76,18 +78,9 @@ def main() -> int:
     cfg = Config.fromfile(args.config)
     init_default_scope(cfg.get('default_scope', 'ditask_mm'))
     model = MODELS.build(cfg.model)
-    state_dict, meta = read_checkpoint(args.checkpoint)
     try:
-        if meta.get('kind') == ADAPTER_ONLY:
-            if not (cfg.model.get('backbone', {}).get('init_cfg') or {}).get('checkpoint'):
-                print('warning: adapter-only checkpoint but the config names no pretrained backbone: the frozen '
-                      'weights are random', file=sys.stderr)
-            model.init_weights()
-            load_adapter_checkpoint(model, args.checkpoint)
-        else:
-            check_full_checkpoint(model, args.checkpoint, state_dict)
-            model.load_state_dict(state_dict, strict=True)
-    except CheckpointMismatchError as err:
+        load_model_checkpoint(model, args.checkpoint)
+    except (CheckpointMismatchError, CheckpointReadError, PretrainedWeightsError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
     model.to(args.device).eval()

@@ -35,16 +35,10 @@ def parse_args():
 
 
 def build_cfg(args):
-    import torch
-
+    from ditask_mm.engine.amp import resolve_amp
     from ditask_mm.engine.config_loading import load_run_config
     cfg = load_run_config(args.config, args.cfg_options, args.launcher, args.work_dir)
-    if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper' and not torch.cuda.is_available():
-        raise SystemExit(f'{args.config}: AMP (AmpOptimWrapper) needs a CUDA device and none is available; '
-                         'drop --amp or pass --cfg-options optim_wrapper.type=OptimWrapper')
+    cfg = resolve_amp(cfg, args.amp)  # without CUDA: fp32 with OptimWrapper and one WARNING
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:

@@ -4,7 +4,7 @@
 custom_imports = dict(imports=['ditask_mm', 'ditask_mm.models', 'ditask_mm.datasets', 'ditask_mm.evaluation',
                                'ditask_mm.engine'], allow_failed_imports=False)
 default_scope = 'ditask_mm'
-runner_type = 'CheckedRunner'  # refuses load_from checkpoints that do not fit the model
+runner_type = 'CheckedRunner'  # checks every checkpoint it loads; adapter-only ones go on the pretrained weights
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                dist_cfg=dict(backend='nccl'))
 vis_backends = [dict(type='LocalVisBackend')]
@@ -18,9 +18,12 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=10),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=True, interval=5, max_keep_ckpts=2,
+    # written to a temporary file and renamed: never truncated; old ones removed only after the new one is safe
+    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=True, interval=5, max_keep_ckpts=2,
                     save_best='delta_m', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'))
 # stop on a NaN/inf loss before any checkpoint of broken weights is written;
-# reseed every epoch so that --resume continues exactly as an uninterrupted run
-custom_hooks = [dict(type='NaNLossGuardHook'), dict(type='EpochReseedHook')]
+# reseed every epoch so that --resume continues exactly as an uninterrupted run;
+# under DDP, give every rank rank 0's BatchNorm statistics before validation, so
+# that the model validated is the model saved
+custom_hooks = [dict(type='NaNLossGuardHook'), dict(type='EpochReseedHook'), dict(type='BroadcastBuffersHook')]

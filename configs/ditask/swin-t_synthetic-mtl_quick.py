@@ -41,5 +41,7 @@ param_scheduler = [
          T_max=max_epochs - 1, convert_to_iter_based=True),
 ]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=4)
-default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=4, max_keep_ckpts=1))
+# a checkpoint every epoch (the last two kept), so that a killed run resumes
+# from the epoch it was in (tools/train.py CONFIG --resume)
+default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=1, max_keep_ckpts=2))
 randomness = dict(seed=0, deterministic=True)

@@ -9,6 +9,7 @@ from . import transforms  # noqa: F401  (registers the transforms)
 from .nyud_mtl import NYUDMTLDataset
 from .pascal_context_mtl import BaseMultiTaskDataset, PascalContextMTLDataset
 from .pascal_parts import MalformedFileError
+from .sample_errors import CorruptImageError, SampleErrorsMixin, SkippedSampleError
 
-__all__ = ['BaseMultiTaskDataset', 'MalformedFileError', 'NYUDMTLDataset', 'PascalContextMTLDataset',
-           'transforms']
+__all__ = ['BaseMultiTaskDataset', 'CorruptImageError', 'MalformedFileError', 'NYUDMTLDataset',
+           'PascalContextMTLDataset', 'SampleErrorsMixin', 'SkippedSampleError', 'transforms']

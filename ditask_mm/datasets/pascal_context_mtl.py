@@ -21,6 +21,7 @@ from ..registry import DATASETS
 from ..tasks import TASKS
 from .constants import (PARTS_CLASSES, PARTS_PALETTE, PASCAL_CLASSES, PASCAL_PALETTE, PASCAL_TASKS)
 from .pascal_parts import MalformedFileError, has_human_parts, object_classes, read_parts_annotation
+from .sample_errors import SampleErrorsMixin
 
 SplitArg = Union[str, Sequence[str]]
 _MAX_LISTED = 5
@@ -42,8 +43,13 @@ class _DirIndex:
         return name in self._names[folder]
 
 
-class BaseMultiTaskDataset(BaseDataset, metaclass=abc.ABCMeta):
-    """Shared plumbing: task selection, split files, fail-fast file checks.
+class BaseMultiTaskDataset(SampleErrorsMixin, BaseDataset, metaclass=abc.ABCMeta):
+    """Shared plumbing: task selection, split files, fail-fast file checks, sample errors.
+
+    A sample whose image cannot be decoded raises
+    :class:`~ditask_mm.datasets.sample_errors.CorruptImageError` naming the
+    file, the index and the split; no sample is ever skipped (see
+    :mod:`ditask_mm.datasets.sample_errors`).
 
     Subclasses set ``METAINFO``, ``AVAILABLE_TASKS``, ``SPLIT_DIR`` and
     ``LAYOUT`` and implement :meth:`_entries`.

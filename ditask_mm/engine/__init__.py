@@ -1,8 +1,14 @@
-"""Training-time helpers: hooks and CPU distributed set-up."""
-from .distributed import setup_cpu_distributed, shutdown_distributed
+"""Training-time helpers: the checked runner, hooks, checkpoint writing, schedules, AMP and distributed set-up."""
+from .amp import resolve_amp
+from .buffer_sync import BroadcastBuffersHook, broadcast_buffers
+from .checkpoint_hook import AtomicCheckpointHook, AtomicLocalBackend, atomic_write_bytes
+from .distributed import launcher_env, setup_cpu_distributed, shutdown_distributed
 from .hooks import EpochReseedHook, NaNLossGuardHook, NonFiniteLossError
 from .runner import CheckedRunner, check_checkpoint_fits
 from .visualization_hook import MultiTaskVisualizationHook
+from .work_dir import last_good_checkpoint, resume_candidates
 
-__all__ = ['CheckedRunner', 'EpochReseedHook', 'NaNLossGuardHook', 'NonFiniteLossError', 'check_checkpoint_fits', 'setup_cpu_distributed', 'shutdown_distributed',
-           'MultiTaskVisualizationHook']
+__all__ = ['AtomicCheckpointHook', 'AtomicLocalBackend', 'BroadcastBuffersHook', 'CheckedRunner', 'EpochReseedHook',
+           'MultiTaskVisualizationHook', 'NaNLossGuardHook', 'NonFiniteLossError', 'atomic_write_bytes',
+           'broadcast_buffers', 'check_checkpoint_fits', 'last_good_checkpoint', 'launcher_env', 'resolve_amp',
+           'resume_candidates', 'setup_cpu_distributed', 'shutdown_distributed']

@@ -1,9 +1,12 @@
 """Load a config the way ``tools/train.py`` and ``tools/test.py`` both need."""
 import argparse
+import copy
 import os.path as osp
 from typing import Optional, Sequence
 
 from mmengine.config import Config, DictAction
+
+from .schedule import fit_schedule_to_run_length
 
 
 def load_run_config(config: str, cfg_options: Optional[Sequence[str]] = None, launcher: str = 'none',
@@ -13,15 +16,24 @@ def load_run_config(config: str, cfg_options: Optional[Sequence[str]] = None, la
     Args:
         config: Config file path.
         cfg_options: ``key=value`` strings, parsed as mmengine's ``DictAction``.
+            When they change ``train_cfg.max_epochs`` (or the top-level
+            ``max_epochs``), the LR schedule is stretched to the new length
+            (:func:`~ditask_mm.engine.schedule.fit_schedule_to_run_length`).
         launcher: ``'none'``, ``'pytorch'``, ``'slurm'`` or ``'mpi'``.
         work_dir: Command-line work dir; it wins over the config's, which
             wins over ``./work_dirs/<config name>``.
     """
     cfg = Config.fromfile(config)
     if cfg_options:
+        file_cfg = copy.deepcopy(cfg)
         parser = argparse.ArgumentParser()
         parser.add_argument('--options', nargs='+', action=DictAction)
-        cfg.merge_from_dict(parser.parse_args(['--options', *cfg_options]).options)
+        options = parser.parse_args(['--options', *cfg_options]).options
+        cfg.merge_from_dict(options)
+        if 'max_epochs' in options and 'train_cfg.max_epochs' not in options and cfg.get('train_cfg') \
+                and 'max_epochs' in cfg.train_cfg:
+            cfg.train_cfg.max_epochs = cfg.max_epochs  # the top-level name only feeds the file's expressions
+        fit_schedule_to_run_length(cfg, file_cfg, options)
     cfg.launcher = launcher
     if work_dir is not None:
         cfg.work_dir = work_dir

@@ -8,6 +8,7 @@ import torch
 from mmengine.hooks import Hook
 
 from ..registry import HOOKS
+from .work_dir import last_good_checkpoint
 
 
 class NonFiniteLossError(RuntimeError):
@@ -20,7 +21,8 @@ class NaNLossGuardHook(Hook):
 
     It runs right after each training iteration with the highest priority,
     before the checkpoint hook, so no checkpoint is written from non-finite
-    weights; the last checkpoint on disk stays the last good one.
+    weights. The error names the last good checkpoint (see
+    :func:`last_good_checkpoint`) or says that none has been written yet.
 
     Args:
         check_params: Also check every trainable parameter (slower).
@@ -40,10 +42,16 @@ class NaNLossGuardHook(Hook):
             bad = {n: float('nan') for n, p in model.named_parameters()
                    if p.requires_grad and not bool(p.isfinite().all())}
         if bad:
+            checkpoint, where = last_good_checkpoint(runner.work_dir)
+            if checkpoint is None:
+                advice = (f'{where}. Lower the learning rate or check the inputs, then start the training '
+                          'again.')
+            else:
+                advice = (f'the last good checkpoint is {checkpoint} ({where}). Lower the learning rate, '
+                          f'check the inputs, or resume from it with --resume {checkpoint}.')
             raise NonFiniteLossError(
                 f'non-finite values at iteration {runner.iter + 1} (epoch {runner.epoch + 1}): {bad}. '
-                f'Training stopped before writing a checkpoint; the last one in {runner.work_dir} is the last '
-                'good one. Lower the learning rate, check the inputs, or resume from it.')
+                f'Training stopped before writing a checkpoint from these weights; {advice}')
 
 
 @HOOKS.register_module()

@@ -15,12 +15,13 @@ pretrained weights are already loaded (``init_cfg`` pretrained, or a full
 checkpoint).
 """
 import os.path as osp
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
-from mmengine.runner import CheckpointLoader
+
+from .checkpoint_file import CheckpointReadError, load_checkpoint_file  # noqa: F401  (re-exported)
 
 #: ``meta['kind']`` of an adapter-only checkpoint.
 ADAPTER_ONLY = 'adapter_only'
@@ -32,14 +33,8 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit a model (missing or unknown keys, other shapes, no tensors)."""
 
 
-def read_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
-    """``(state_dict, meta)`` of a checkpoint file on the CPU.
-
-    Accepts ``{'state_dict': ...}`` (mmengine, ours), ``{'model': ...}`` or a
-    bare state dict; a leading ``module.`` (DDP) is removed. Non-tensor
-    entries are dropped.
-    """
-    checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+def split_checkpoint(checkpoint: Any, path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """``(state_dict, meta)`` of an already-read checkpoint object (see :func:`read_checkpoint`)."""
     if not isinstance(checkpoint, Mapping):
         raise CheckpointMismatchError(f'{path}: expected a dict, got {type(checkpoint).__name__}')
     state_dict = checkpoint.get('state_dict', checkpoint.get('model', checkpoint))
@@ -49,6 +44,20 @@ def read_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
     state_dict = {(k[len('module.'):] if k.startswith('module.') else k): v
                   for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
     return state_dict, dict(meta) if isinstance(meta, Mapping) else {}
+
+
+def read_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """``(state_dict, meta)`` of a checkpoint file on the CPU.
+
+    Accepts ``{'state_dict': ...}`` (mmengine, ours), ``{'model': ...}`` or a
+    bare state dict; a leading ``module.`` (DDP) is removed. Non-tensor
+    entries are dropped.
+
+    Raises:
+        CheckpointReadError: The file is missing, empty, truncated or corrupt.
+        CheckpointMismatchError: It holds no dict.
+    """
+    return split_checkpoint(load_checkpoint_file(path), path)
 
 
 def adapter_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -113,7 +122,8 @@ def refresh_svd_caches(model: nn.Module) -> int:
     return 0
 
 
-def load_adapter_checkpoint(model: nn.Module, path: str, logger: Optional[MMLogger] = None) -> int:
+def load_adapter_checkpoint(model: nn.Module, path: str, logger: Optional[MMLogger] = None,
+                            checkpoint: Optional[Mapping] = None) -> int:
     """Load an adapter-only checkpoint on top of ``model``'s (already loaded) pretrained weights.
 
     Every tensor of the file must be a state-dict entry of ``model`` with the
@@ -124,6 +134,8 @@ def load_adapter_checkpoint(model: nn.Module, path: str, logger: Optional[MMLogg
         model: The built model, pretrained weights loaded.
         path: The adapter-only file (any checkpoint whose keys all fit works).
         logger: Where to report; default: the current ``MMLogger``.
+        checkpoint: The file's content when already read (``path`` then only
+            names it in messages).
 
     Returns:
         The number of tensors loaded.
@@ -133,7 +145,7 @@ def load_adapter_checkpoint(model: nn.Module, path: str, logger: Optional[MMLogg
             (naming key, file and both shapes), or a file with no tensors.
     """
     logger = logger or MMLogger.get_current_instance()
-    state_dict, meta = read_checkpoint(path)
+    state_dict, meta = read_checkpoint(path) if checkpoint is None else split_checkpoint(checkpoint, path)
     if not state_dict:
         raise CheckpointMismatchError(f'adapter checkpoint {path} holds no tensors')
     model_state = model.state_dict()

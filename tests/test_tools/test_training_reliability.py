@@ -3,50 +3,18 @@
 Every test trains a tiny DiTASK Swin on a generated PASCAL_MT tree, through
 the real command-line tools, in subprocesses.
 """
-import json
-import os
 import pickle
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from ditask_mm.datasets.synthetic import generate
 
-REPO = Path(__file__).resolve().parents[2]
-TINY = """
-_base_ = ['{base}']
-data_root = '{data}'
-img_size = (64, 64)
-model = dict(backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
-                           window_size=4, pretrain_img_size=64),
-             decode_heads=dict(semseg=dict(projection_channels=(4, 4, 4, 4)),
-                               human_parts=dict(projection_channels=(4, 4, 4, 4)),
-                               sal=dict(projection_channels=(4, 4, 4, 4)),
-                               normals=dict(projection_channels=(4, 4, 4, 4))))
-train_pipeline = [
-    dict(type='LoadImageFromFile'), dict(type='LoadMultiTaskAnnotations'),
-    dict(type='RandomFlipMTL', prob=0.5), dict(type='ScaleRotateMTL', rotation=(-10, 10), scale=(0.9, 1.1)),
-    dict(type='FixedResizeMTL', size=img_size), dict(type='AddIgnoreRegions'), dict(type='PackMultiTaskInputs')]
-test_pipeline = [
-    dict(type='LoadImageFromFile'), dict(type='LoadMultiTaskAnnotations'),
-    dict(type='FixedResizeMTL', size=img_size, eval_at_resized=True), dict(type='AddIgnoreRegions'),
-    dict(type='PackMultiTaskInputs')]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
-val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-max_epochs = 3
-param_scheduler = [dict(type='CosineAnnealingLR', eta_min_ratio=1e-2, by_epoch=True, begin=0, end=max_epochs,
-                        T_max=max_epochs, convert_to_iter_based=True)]
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=3)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=5))
-"""
+from .cli_utils import REPO, dist_env, metrics, run, scalars, tiny_config, train, weights
 
 
 @pytest.fixture(scope='module')
@@ -54,25 +22,7 @@ def tiny_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp('reliability')
     data = root / 'PASCAL_MT'
     generate('pascal', str(data), num_train=6, num_val=5, size=(48, 64), seed=1)
-    config = root / 'tiny.py'
-    config.write_text(TINY.format(base=REPO / 'configs/ditask/swin-t_synthetic-mtl_quick.py', data=data))
-    return root, config
-
-
-def run(args, timeout=600, env=None, check=True):
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env={**os.environ, **(env or {})})
-    if check:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def train(config, work_dir, *extra, check=True):
-    return run([sys.executable, 'tools/train.py', str(config), '--work-dir', str(work_dir), *extra], check=check)
-
-
-def weights(path):
-    return torch.load(path, map_location='cpu', weights_only=False)['state_dict']
+    return root, tiny_config(root / 'tiny.py', data)
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_setup):
@@ -99,19 +49,24 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_setup):
 def test_two_process_gloo_training_and_evaluation_match_single_process(tiny_setup):
     root, config = tiny_setup
     work = root / 'ddp'
-    env = dict(PYTHON=sys.executable, PORT=str(29500 + os.getpid() % 1000))
+    env = dist_env()
     run(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir', str(work),
          '--cfg-options', 'train_cfg.max_epochs=1'], env=env)
     ckpt = work / 'epoch_1.pth'
     assert ckpt.exists()
     run([sys.executable, 'tools/test.py', str(config), str(ckpt), '--work-dir', str(root / 'test1'),
          '--out', str(root / 'test1/predictions.pkl'), '--show-dir', str(root / 'test1/panels')])
+    # the validation that ran inside the 2-process training scored the model it saved: every rank had rank 0's
+    # BatchNorm statistics (BroadcastBuffersHook), not statistics of its own shard
+    validated = [r for r in scalars(work) if 'delta_m' in r][-1]
+    tested = metrics(root / 'test1')
+    for key in tested:
+        assert validated[key] == pytest.approx(tested[key], rel=1e-5, abs=1e-6), key
     dumped = pickle.loads((root / 'test1/predictions.pkl').read_bytes())
     assert len(dumped) == 5 and 'pred_normals' in dumped[0] and 'gt_sem_seg' in dumped[0]  # --out with our evaluator
     assert len(list((root / 'test1/panels').glob('*_panel.png'))) == 5
     run(['bash', 'tools/dist_test.sh', str(config), str(ckpt), '2', '--work-dir', str(root / 'test2')], env=env)
-    single = json.loads((root / 'test1/metrics.json').read_text())
-    double = json.loads((root / 'test2/metrics.json').read_text())
+    single, double = tested, metrics(root / 'test2')
     assert single.keys() == double.keys() and 'delta_m' in single
     for key in single:  # 5 val images on 2 ranks: rank 1's padded duplicate must be dropped
         assert single[key] == pytest.approx(double[key], rel=1e-5, abs=1e-6), key

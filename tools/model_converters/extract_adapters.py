@@ -7,17 +7,26 @@ exactly), and writes, atomically, every parameter with ``requires_grad=True``
 the heads' buffers (BatchNorm running statistics), but none of the frozen
 pretrained weights::
 
-    {'meta': {'kind': 'adapter_only', 'keys': N, 'config': ..., 'source': ...},
+    {'meta': {'kind': 'adapter_only', 'keys': N, 'config': ..., 'source': ...,
+              'pretrained': PATH_OR_URL, 'frozen_digest': {...}},
      'state_dict': {...}}
 
-Load it on top of the pretrained weights with
-``ditask_mm.models.adapter_checkpoint.load_adapter_checkpoint(model, FILE)``.
+``pretrained`` is the config's ``model.backbone.init_cfg`` checkpoint and
+``frozen_digest`` a per-tensor sum and sum of squares of the frozen weights,
+so that loading can check it sits on the weights it was trained on. With
+``--with-training-state`` the file also keeps what ``--resume`` needs (epoch,
+iteration, message hub, optimizer and scheduler states).
+
+``tools/test.py``, ``tools/demo.py``, ``--resume`` and ``load_from`` accept
+the file and put it on top of the config's pretrained weights
+(:func:`ditask_mm.models.model_checkpoint.load_model_checkpoint`).
 
 Example::
 
     python tools/model_converters/extract_adapters.py CONFIG work_dirs/x/best.pth --out work_dirs/x/adapters.pth
 """
 import argparse
+import io
 import os
 import os.path as osp
 import sys
@@ -33,6 +42,9 @@ def main() -> int:
     parser.add_argument('config')
     parser.add_argument('checkpoint', help='full checkpoint of the config\'s model')
     parser.add_argument('--out', required=True, help='output file (.pth)')
+    parser.add_argument('--with-training-state', action='store_true',
+                        help='also keep the epoch, iteration, message hub, optimizer and scheduler states, so '
+                             'that tools/train.py --resume can continue from the file')
     args = parser.parse_args()
 
     import ditask_mm  # noqa: F401  (compat patches first)
@@ -41,17 +53,21 @@ def main() -> int:
     from mmengine.registry import init_default_scope
 
     import ditask_mm.models  # noqa: F401
+    from ditask_mm.engine import atomic_write_bytes
     from ditask_mm.models.adapter_checkpoint import (ADAPTER_ONLY, CheckpointMismatchError, adapter_state_dict,
-                                                     check_full_checkpoint, read_checkpoint)
+                                                     check_full_checkpoint, split_checkpoint)
+    from ditask_mm.models.checkpoint_file import CheckpointReadError, load_checkpoint_file
+    from ditask_mm.models.model_checkpoint import frozen_digest, pretrained_checkpoint_of
     from ditask_mm.registry import MODELS
 
     cfg = Config.fromfile(args.config)
     init_default_scope(cfg.get('default_scope', 'ditask_mm'))
     model = MODELS.build(cfg.model)
-    state_dict, source_meta = read_checkpoint(args.checkpoint)
     try:
+        source = load_checkpoint_file(args.checkpoint)
+        state_dict, source_meta = split_checkpoint(source, args.checkpoint)
         check_full_checkpoint(model, args.checkpoint, state_dict)
-    except CheckpointMismatchError as err:
+    except (CheckpointMismatchError, CheckpointReadError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
     if source_meta.get('kind') == ADAPTER_ONLY:
@@ -63,12 +79,20 @@ def main() -> int:
     meta = dict(kind=ADAPTER_ONLY, keys=len(kept), numel=sum(v.numel() for v in kept.values()),
                 trainable_params=trainable, config=cfg.pretty_text, source=osp.abspath(args.checkpoint),
                 source_meta={k: v for k, v in source_meta.items() if isinstance(v, (str, int, float, bool))},
-                ditask_mm_version=ditask_mm.__version__)
-    out_dir = osp.dirname(osp.abspath(args.out))
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = f'{args.out}.tmp'
-    torch.save(dict(meta=meta, state_dict=kept), tmp)
-    os.replace(tmp, args.out)
+                ditask_mm_version=ditask_mm.__version__, pretrained=pretrained_checkpoint_of(model),
+                frozen_digest=frozen_digest(model, exclude=kept))
+    checkpoint = dict(meta=meta, state_dict=kept)
+    if args.with_training_state:
+        missing = [k for k in ('message_hub', 'optimizer') if k not in source]
+        if missing or 'epoch' not in source_meta:
+            print(f'error: {args.checkpoint} holds no training state to keep ({missing or "meta.epoch"} missing)',
+                  file=sys.stderr)
+            return 1
+        meta.update({k: source_meta[k] for k in ('epoch', 'iter', 'seed', 'dataset_meta', 'cfg') if k in source_meta})
+        checkpoint.update({k: source[k] for k in ('message_hub', 'optimizer', 'param_schedulers') if k in source})
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    atomic_write_bytes(buffer.getvalue(), args.out)
     print(f'kept {len(kept)} of {len(state_dict)} tensors ({meta["numel"]:,} values; {trainable:,} trainable '
           f'parameters) in {args.out}')
     print(f'full checkpoint: {mb(args.checkpoint):.3f} MB, adapter-only: {mb(args.out):.3f} MB')

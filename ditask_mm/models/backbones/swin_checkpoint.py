@@ -38,6 +38,11 @@ import torch.nn.functional as F
 from mmengine.logging import MMLogger, print_log
 from torch import nn
 
+from .swin_checkpoint_checks import (PretrainedCheckpointNotFoundError, SwinCheckpointMismatchError,
+                                     coverage_error_message, fit_error_message, load_checkpoint_url,
+                                     missing_file_message, name_listing, sort_checkpoint_tensors,
+                                     swin_arch_of)
+
 SWIN_FORMATS = ('official', 'mmseg', 'mmpretrain', 'timm')
 ADAPTER_MARKERS = ('theta_', 'lora_')
 # Deterministic buffers every Swin recomputes at construction.
@@ -93,17 +98,19 @@ def read_checkpoint(path: str, map_location: Any = 'cpu') -> Dict[str, torch.Ten
         The tensors, unwrapped from ``state_dict``/``model``/``module``.
 
     Raises:
-        FileNotFoundError: If a local ``path`` does not exist.
+        PretrainedCheckpointNotFoundError: If a local ``path`` does not
+            exist (a ``FileNotFoundError``).
+        PretrainedDownloadError: If a URL cannot be downloaded (a
+            ``ConnectionError``; the message says where to put the file).
         ValueError: If the file is empty or holds no tensors.
     """
     path = os.fspath(path)
     if _is_url(path):
-        from mmengine.runner import CheckpointLoader
-        raw = CheckpointLoader.load_checkpoint(path, map_location=map_location)
+        raw = load_checkpoint_url(path, map_location=map_location)
     else:
         path = osp.expanduser(path)
         if not osp.isfile(path):
-            raise FileNotFoundError(f'Swin checkpoint {path!r} does not exist')
+            raise PretrainedCheckpointNotFoundError(missing_file_message(path))
         if osp.getsize(path) == 0:
             raise ValueError(f'Swin checkpoint {path!r} is an empty file (no tensors)')
         if path.endswith('.safetensors'):
@@ -318,8 +325,9 @@ def _backbone_weights(model: nn.Module) -> Dict[str, torch.Tensor]:
             if not _is_adapter(k) and not k.endswith(DERIVED_BUFFERS)}
 
 
-def _head(names: List[str], n: int = 5) -> str:
-    return ', '.join(names[:n]) + (', ...' if len(names) > n else '')
+def _is_leftover(name: str) -> bool:
+    """Output norms (a ``post_merge`` backbone has none) and adapters: not another architecture."""
+    return bool(_OUT_NORM.match(name)) or _is_adapter(name)
 
 
 def load_pretrained_swin(model: nn.Module,
@@ -334,7 +342,11 @@ def load_pretrained_swin(model: nn.Module,
     ``norm0..norm3`` absent from the converted checkpoint: official/timm files
     only hold the final norm (loaded as ``norm{last}``), mmpretrain classifiers
     only ``norm3``; the others keep their initialisation and are counted in
-    the summary as ``out-norms at init``. Nothing is loaded when a check fails.
+    the summary as ``out-norms at init``. Heads, necks and derived buffers
+    are dropped by the conversion; output norms and adapters the model lacks
+    are skipped (``unexpected``). Any other tensor the model lacks, or a shape
+    that differs after the bias tables were resized, means another
+    architecture. Nothing is loaded when a check fails.
 
     Args:
         model: Backbone with mmseg ``SwinTransformer`` state-dict names.
@@ -348,8 +360,11 @@ def load_pretrained_swin(model: nn.Module,
         (``loaded``/``missing``/``unexpected``/``resized`` are key lists).
 
     Raises:
-        RuntimeError: On a shape mismatch after conversion, or when less than
-            ``min_fraction`` of the expected weights load.
+        SwinCheckpointMismatchError: (a ``RuntimeError``) On any of these
+            or less than ``min_fraction`` loaded; it names the file, the
+            architecture found in it and the model's.
+        PretrainedCheckpointNotFoundError: See :func:`read_checkpoint`.
+        PretrainedDownloadError: See :func:`read_checkpoint`.
     """
     source = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else _IN_MEMORY
     raw = read_checkpoint(source) if source != _IN_MEMORY else checkpoint
@@ -362,35 +377,27 @@ def load_pretrained_swin(model: nn.Module,
     for key in skipped_norms:
         expected.pop(key)
 
-    to_load, unexpected = {}, []
-    for key, value in converted.items():
-        if key not in model_state:
-            unexpected.append(key)
-        elif value.shape != model_state[key].shape:
-            raise RuntimeError(
-                f'Swin checkpoint {source} ({fmt} format): shape mismatch for {key!r} after '
-                f'conversion: checkpoint {tuple(value.shape)} vs model '
-                f'{tuple(model_state[key].shape)}')
-        else:
-            to_load[key] = value
+    to_load, unexpected, foreign, mismatched = sort_checkpoint_tensors(converted, model_state, _is_leftover)
     loaded = [k for k in expected if k in to_load]
     missing = [k for k in expected if k not in to_load]
     total = sum(v.numel() for v in expected.values())
     fraction = sum(expected[k].numel() for k in loaded) / total if total else 0.0
+    extra = foreign + unexpected
     print_log(
         f'Swin checkpoint {source} ({fmt}): loaded {len(loaded)}/{len(expected)} backbone '
         f'tensors ({fraction:.1%} of elements), resized {len(resized)} tables, '
         f'out-norms at init {len(skipped_norms)}; missing {len(missing)}'
-        + (f' [{_head(missing)}]' if missing else '')
-        + f'; unexpected {len(unexpected)}' + (f' [{_head(unexpected)}]' if unexpected else ''),
+        + (f' [{name_listing(missing)}]' if missing else '')
+        + f'; unexpected {len(extra)}' + (f' [{name_listing(extra)}]' if extra else '')
+        + (f'; other shapes {len(mismatched)}' if mismatched else ''),
         logger=logger if logger is not None else MMLogger.get_current_instance(),
-        level=logging.WARNING if missing or unexpected else logging.INFO)
+        level=logging.WARNING if missing or foreign or mismatched else logging.INFO)  # leftovers: INFO
+    found, wanted = swin_arch_of(converted), swin_arch_of(model_state)
+    if foreign or mismatched:
+        raise SwinCheckpointMismatchError(fit_error_message(source, fmt, foreign, mismatched, found, wanted))
     if fraction < min_fraction:
-        raise RuntimeError(
-            f'Swin checkpoint {source} (detected format: {fmt}) provided only {fraction:.1%} of '
-            f'the expected backbone weights ({len(loaded)}/{len(expected)} tensors); expected at '
-            f'least {min_fraction:.0%} of the parameters of an mmseg-named SwinTransformer '
-            f'matching the model. First missing keys: {_head(missing, 8)}')
+        raise SwinCheckpointMismatchError(coverage_error_message(
+            source, fmt, fraction, min_fraction, len(loaded), missing, found, wanted))
     model.load_state_dict(to_load, strict=False)
     return dict(format=fmt, loaded=loaded, missing=missing, unexpected=unexpected,
                 resized=resized, fraction=fraction)
