@@ -40,6 +40,7 @@ def main() -> int:
 
     from ditask_mm.engine import setup_cpu_distributed, shutdown_distributed
     from ditask_mm.engine.config_loading import load_run_config
+    from ditask_mm.fileio import atomic_write_text
     from ditask_mm.registry import RUNNERS
 
     if not osp.isfile(args.checkpoint):
@@ -49,7 +50,7 @@ def main() -> int:
     cfg.resume = False
     evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
     if args.out:  # works with any number of evaluators (mmseg's --out crashes on a list)
-        evaluators = [*evaluators, dict(type='DumpResults', out_file_path=args.out)]
+        evaluators = [*evaluators, dict(type='AtomicDumpResults', out_file_path=args.out)]
     cfg.test_evaluator = evaluators
     if args.show_dir:
         cfg.setdefault('custom_hooks', [])
@@ -66,10 +67,7 @@ def main() -> int:
     if main_process:
         os.makedirs(cfg.work_dir, exist_ok=True)
         path = osp.join(cfg.work_dir, 'metrics.json')
-        tmp = path + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
+        atomic_write_text(json.dumps({k: float(v) for k, v in metrics.items()}, indent=2, sort_keys=True), path)
         print(f'metrics written to {path}')
     return 0
 

@@ -5,7 +5,8 @@ _base_ = ['../_base_/models/ditask_swin-t.py', '../_base_/datasets/nyud_mtl.py',
 tasks = ['semseg', 'depth']
 model = dict(
     tasks=tasks,
-    backbone=dict(adapter=dict(theta_init='kaiming', main_path_dropout=0.05)),
+    # as swin-t_pascal-mtl.py: the task proj shares the shared proj's dropped input (public code)
+    backbone=dict(adapter=dict(theta_init='kaiming', main_path_dropout=0.05, task_paths_share_dropout=True)),
     decode_heads=dict(_delete_=True, semseg=dict(type='MTLHRNetHead', out_channels=40),
                       depth=dict(type='MTLHRNetHead', out_channels=1)),
     loss_weights=dict(_delete_=True, semseg=1.0, depth=1.0))

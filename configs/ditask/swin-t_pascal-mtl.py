@@ -5,4 +5,5 @@
 # images; the LR is scaled from 5e-4 at batch 512 (auto_scale_lr).
 _base_ = ['../_base_/models/ditask_swin-t.py', '../_base_/datasets/pascal_mtl.py',
           '../_base_/schedules/schedule_300e.py', '../_base_/default_runtime.py']
-model = dict(backbone=dict(adapter=dict(theta_init='kaiming', main_path_dropout=0.05)))
+# the task proj of each stage's last block reads the shared proj's dropped input, same mask (public code)
+model = dict(backbone=dict(adapter=dict(theta_init='kaiming', main_path_dropout=0.05, task_paths_share_dropout=True)))

@@ -62,9 +62,14 @@ class DiTASKLinear(AdapterLayer):
         main_path_dropout: Dropout probability on the input of the shared
             path. The public code applies 0.05 to the frozen main path (unlike
             LoRA, where dropout only feeds the adapter branch); 0 disables it
-            (default). Task paths get no dropout here; the public code also
-            drops the input of the task ``proj`` (which shares the shared
-            ``proj``'s input).
+            (default). Task paths called one at a time get no dropout.
+        task_paths_share_dropout: Reproduce the public layer when several
+            paths read one input (:meth:`forward_paths`; the task ``proj`` of
+            a stage's last Swin block): with no separate task input, the
+            public code feeds the task paths the *same dropped input* as the
+            shared path, with the same mask. Off by default; the paper
+            configs turn it on next to ``main_path_dropout=0.05``. Without
+            main-path dropout it changes nothing.
         spectrum_mode: ``'resample'`` (default, public code) or ``'value'``
             (paper Eq. 6); see the module docstring.
         recompute_svd: Recompute the SVD of the frozen weight on every call,
@@ -90,6 +95,7 @@ class DiTASKLinear(AdapterLayer):
                  zero_boundary: bool = True,
                  theta_init: str = 'zeros',
                  main_path_dropout: float = 0.0,
+                 task_paths_share_dropout: bool = False,
                  spectrum_mode: str = 'resample',
                  recompute_svd: bool = False,
                  compute_mode: str = 'auto') -> None:
@@ -116,6 +122,7 @@ class DiTASKLinear(AdapterLayer):
             raise ValueError(f'num_splits={num_splits} does not divide out_features='
                              f'{self.out_features}')
         self.dropout = ByteMaskDropout(main_path_dropout) if main_path_dropout > 0 else nn.Identity()
+        self.task_paths_share_dropout = bool(task_paths_share_dropout)
 
         self.shared_transform: Optional[CPAB1D] = None
         self.register_parameter('theta_shared', None)
@@ -240,8 +247,25 @@ class DiTASKLinear(AdapterLayer):
         task = self.resolve_task(task)
         if task is None:
             x = self.dropout(x)
-            if self.shared_transform is None:
-                return F.linear(x, self.weight, self.bias)
+        return self._apply_path(x, task)
+
+    def forward_paths(self, x: Tensor, paths: Sequence[Optional[str]]) -> List[Tensor]:
+        """The outputs of several paths (``None``: shared, else a task) for one input ``x``.
+
+        Each path is :meth:`forward` of ``x``, except with
+        ``task_paths_share_dropout``: then the main-path dropout is drawn once
+        and every path, shared and task, reads the same dropped input (the
+        public layer called without a separate task input).
+        """
+        if not self.task_paths_share_dropout:
+            return [self(x, task=path) for path in paths]
+        dropped = self.dropout(x)
+        return [self._apply_path(dropped, self.resolve_task(path)) for path in paths]
+
+    def _apply_path(self, x: Tensor, task: Optional[str]) -> Tensor:
+        """``x · W_θᵀ + b`` for ``task`` (``None``: shared), with no dropout."""
+        if task is None and self.shared_transform is None:
+            return F.linear(x, self.weight, self.bias)
         bias = None if self.bias is None else cast_weight_for(x, self.bias)
         if self._use_factored(x, task):
             out = self.svd.apply_factored(x, self.adapted_spectrum(task))

@@ -57,7 +57,9 @@ class BaseMultiTaskDataset(SampleErrorsMixin, BaseDataset, metaclass=abc.ABCMeta
     Args:
         data_root: The dataset directory (e.g. ``data/PASCAL_MT``).
         split: Split name (``'train'``, ``'val'``…) or a list of names whose
-            id lists are concatenated.
+            id lists are concatenated in sorted name order, as the public
+            code (it sorts the list): ``['val', 'train']`` reads train, then
+            val, and is named ``'trainval'``.
         tasks: Tasks to provide; None gives the dataset's default tasks.
         pipeline: Transforms; start with ``LoadImageFromFile`` and
             ``LoadMultiTaskAnnotations``.
@@ -82,9 +84,10 @@ class BaseMultiTaskDataset(SampleErrorsMixin, BaseDataset, metaclass=abc.ABCMeta
                  lazy_init: bool = False,
                  max_refetch: int = 1000) -> None:
         self.tasks = self.resolve_tasks(tasks)
-        self.splits = (split,) if isinstance(split, str) else tuple(split)
-        if not self.splits or not all(isinstance(s, str) and s for s in self.splits):
+        splits = (split,) if isinstance(split, str) else tuple(split)
+        if not splits or not all(isinstance(s, str) and s for s in splits):
             raise ValueError(f'{type(self).__name__}: split must be a name or a list of names, got {split!r}')
+        self.splits = tuple(sorted(splits))
         data_root = os.fspath(data_root)
         if not osp.isdir(data_root):
             raise FileNotFoundError(f'{type(self).__name__}: data_root {data_root!r} does not exist '
@@ -118,7 +121,7 @@ class BaseMultiTaskDataset(SampleErrorsMixin, BaseDataset, metaclass=abc.ABCMeta
         return osp.join(self.data_root, *parts)
 
     def read_split_ids(self) -> List[str]:
-        """Ids of the split files, in file order; blank lines are skipped."""
+        """Ids of the split files (sorted by split name), each in file order; blank lines are skipped."""
         ids: List[str] = []
         for split in self.splits:
             split_file = self.path(self.SPLIT_DIR, f'{split}.txt')

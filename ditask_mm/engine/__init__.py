@@ -1,7 +1,8 @@
 """Training-time helpers: the checked runner, hooks, checkpoint writing, schedules, AMP and distributed set-up."""
 from .amp import resolve_amp
 from .buffer_sync import BroadcastBuffersHook, broadcast_buffers
-from .checkpoint_hook import AtomicCheckpointHook, AtomicLocalBackend, atomic_write_bytes
+from ..fileio import atomic_write_bytes
+from .checkpoint_hook import AtomicCheckpointHook, AtomicLocalBackend
 from .distributed import launcher_env, setup_cpu_distributed, shutdown_distributed
 from .hooks import EpochReseedHook, NaNLossGuardHook, NonFiniteLossError
 from .runner import CheckedRunner, check_checkpoint_fits

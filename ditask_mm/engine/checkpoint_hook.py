@@ -16,9 +16,7 @@ all.
   one is on disk, and updating ``last_checkpoint`` (atomically) only then.
 """
 import contextlib
-import os
 import os.path as osp
-import uuid
 from pathlib import Path
 from typing import Iterator, List, Union
 
@@ -26,42 +24,11 @@ from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 
+from ..fileio import atomic_write_bytes
 from ..registry import HOOKS
 
 #: Name of :class:`AtomicLocalBackend` in mmengine's file-backend registry.
 ATOMIC_BACKEND = 'atomic_local'
-
-
-def atomic_write_bytes(data: bytes, filepath: Union[str, Path]) -> None:
-    """Write ``data`` to ``filepath`` so that the file is either the old one or the complete new one.
-
-    Raises:
-        OSError: The write failed (for example no space left); the message
-            names the file, and nothing of the new content is left on disk.
-    """
-    filepath = os.fspath(filepath)
-    folder = osp.dirname(osp.abspath(filepath))
-    os.makedirs(folder, exist_ok=True)
-    tmp = osp.join(folder, f'.{osp.basename(filepath)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp')
-    try:
-        with open(tmp, 'xb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filepath)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if isinstance(err, OSError):
-            raise OSError(err.errno, f'could not write {filepath} ({len(data):,} bytes): {err.strerror}; the '
-                          'previous file of that name, if any, is unchanged') from err
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 class AtomicLocalBackend(LocalBackend):

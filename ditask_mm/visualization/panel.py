@@ -12,12 +12,12 @@ name drawn by ``cv2.putText``:
 Images are RGB ``uint8`` ``(H, W, 3)`` arrays (:mod:`.task_maps` renders the
 task maps); :func:`write_png` writes them atomically.
 """
-import os
-import os.path as osp
 from typing import Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from ..fileio import atomic_write_bytes
 
 #: Colour of a tile with nothing to show (the GT row's first tile, a missing GT).
 BLANK_COLOR = (40, 40, 40)
@@ -25,7 +25,7 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def write_png(path: str, rgb: np.ndarray) -> str:
-    """Write an RGB ``uint8`` image as PNG, atomically (temporary file + ``os.replace``).
+    """Write an RGB ``uint8`` image as PNG, atomically (:func:`ditask_mm.fileio.atomic_write_bytes`).
 
     Returns:
         ``path``.
@@ -36,16 +36,7 @@ def write_png(path: str, rgb: np.ndarray) -> str:
     ok, encoded = cv2.imencode('.png', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover
         raise RuntimeError(f'could not encode {path} as PNG')
-    directory = osp.dirname(osp.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = osp.join(directory, f'.{osp.basename(path)}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(encoded.tobytes())
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    atomic_write_bytes(encoded.tobytes(), path)
     return path
 
 

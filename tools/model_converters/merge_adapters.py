@@ -15,6 +15,10 @@ Writes, atomically, into ``--out-dir``:
   adaptation, e.g. single-task or LoRA models) that is every task's backbone;
   with task branches, the per-task last blocks are in ``merged.pth`` only (a
   plain Swin is one chain and cannot hold a trunk plus task branches).
+  Where a stage's map fits in one window (inputs below 448² for Swin-T), our
+  backbone follows the official Swin's no-shift rule and mmseg's does not:
+  call ``ditask_mm.models.backbones.window_rule.apply_official_window_rule``
+  on that model to compute the same features.
 
 Example::
 
@@ -24,14 +28,6 @@ import argparse
 import os
 import os.path as osp
 import sys
-
-import torch
-
-
-def save_atomic(obj, path: str) -> None:
-    tmp = f'{path}.tmp'
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def main() -> int:
@@ -44,24 +40,31 @@ def main() -> int:
     import ditask_mm  # noqa: F401  (compat patches first)
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from mmengine.runner import load_checkpoint
 
     import ditask_mm.models  # noqa: F401
     from ditask_mm.adapters import MergedTaskLinear, adapter_layers, merge_adapters
+    from ditask_mm.fileio import atomic_torch_save
+    from ditask_mm.models.adapter_checkpoint import CheckpointMismatchError
+    from ditask_mm.models.checkpoint_file import CheckpointReadError
+    from ditask_mm.models.model_checkpoint import PretrainedWeightsError, load_model_checkpoint
     from ditask_mm.registry import MODELS
 
     cfg = Config.fromfile(args.config)
     init_default_scope(cfg.get('default_scope', 'ditask_mm'))
     model = MODELS.build(cfg.model)
-    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    try:  # a full checkpoint, or an adapter-only one on top of the config's pretrained weights
+        load_model_checkpoint(model, args.checkpoint)
+    except (CheckpointMismatchError, CheckpointReadError, PretrainedWeightsError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
     backbone = getattr(model, 'backbone', model)
     merged = merge_adapters(model)
     os.makedirs(args.out_dir, exist_ok=True)
     meta = dict(config=cfg.pretty_text, source_checkpoint=osp.abspath(args.checkpoint),
                 merged_layers=len(merged), note='load with model.backbone.adapter.type=MergedTaskLinear')
-    save_atomic(dict(meta=meta, state_dict=model.state_dict()), osp.join(args.out_dir, 'merged.pth'))
+    atomic_torch_save(dict(meta=meta, state_dict=model.state_dict()), osp.join(args.out_dir, 'merged.pth'))
     plain = {k: v for k, v in backbone.state_dict().items() if '.task_weights.' not in k}
-    save_atomic(dict(meta=dict(meta, note='plain mmseg SwinTransformer state dict: shared adapted weights'),
+    atomic_torch_save(dict(meta=dict(meta, note='plain mmseg SwinTransformer state dict: shared adapted weights'),
                      state_dict=plain), osp.join(args.out_dir, 'backbone_mmseg_swin.pth'))
     branched = sum(1 for _, layer in adapter_layers(backbone) if isinstance(layer, MergedTaskLinear) and layer.tasks)
     print(f'merged {len(merged)} adapter layers ({branched} with per-task weights) into {args.out_dir}')

@@ -5,19 +5,25 @@ dataset_type = 'NYUDMTLDataset'
 data_root = 'data/NYUD_MT'
 data_tasks = ['semseg', 'depth']  # the model names the same tasks
 img_size = (448, 448)
+# The image as the public code sees it: the stored pixels (its PIL reader ignores
+# EXIF rotation, and the labels follow the stored pixels), float64 through
+# flip/rotate/resize, and one astype(np.uint8) at the end, whose truncation
+# wraps cubic overshoot around (−1.5 → 255, 256.2 → 0): image_cast='truncate_wrap'.
+# image_cast='round_clip' (the clean config) rounds and clips instead.
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),
     dict(type='LoadMultiTaskAnnotations'),
+    dict(type='ImageToFloat64'),
     dict(type='RandomFlipMTL', prob=0.5),
     dict(type='ScaleRotateMTL', rotation=(0.0, 0.0, 0.0), scale=(1.0, 1.2, 1.5)),
-    dict(type='FixedResizeMTL', size=img_size),
+    dict(type='FixedResizeMTL', size=img_size, image_cast='truncate_wrap'),
     dict(type='AddIgnoreRegions'),
     dict(type='PackMultiTaskInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),
     dict(type='LoadMultiTaskAnnotations'),
-    dict(type='FixedResizeMTL', size=img_size, eval_at_resized=True),
+    dict(type='FixedResizeMTL', size=img_size, eval_at_resized=True, image_cast='truncate_wrap'),
     dict(type='AddIgnoreRegions'),
     dict(type='PackMultiTaskInputs'),
 ]

@@ -4,7 +4,9 @@ The public DiTASK/MTLoRA training pipeline (shared/docs/data-and-metrics.md
 §3.1): a horizontal flip that negates n_x, one rotation in [−20°, 20°] and
 one scale in [0.75, 1.25] about the image centre with zero-filled borders
 (normals rotated in the image plane, depth divided by the scale), then an
-anisotropic resize to a fixed size (normals renormalised).
+anisotropic resize to a fixed size (normals renormalised in float64).
+The image is resized in float64 and cast to uint8 once, by the rule that
+``FixedResizeMTL(image_cast=...)`` names (:mod:`.image_cast`).
 
 Every transform acts on ``results['img']`` and on each key listed in
 ``results['seg_fields']``; it knows a target by its key (``gt_normals``,
@@ -18,9 +20,12 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 
 from ...registry import TRANSFORMS
+from .image_cast import ROUND_CLIP, cast_image_to_uint8, check_image_cast
 
 NORMALS_KEY = 'gt_normals'
 DEPTH_KEY = 'gt_depth'
+#: float64 machine epsilon (``np.finfo(float).eps``), the public code's renormalisation eps.
+FLOAT64_EPS = float(np.finfo(np.float64).eps)
 
 
 def interpolation_for(key: str) -> int:
@@ -28,13 +33,27 @@ def interpolation_for(key: str) -> int:
     return cv2.INTER_CUBIC if key in ('img', NORMALS_KEY) else cv2.INTER_NEAREST
 
 
-def renormalize(normals: np.ndarray, eps: float = 1e-8) -> np.ndarray:
-    """``n / (‖n‖ + eps)`` per pixel; zero vectors stay zero."""
-    norm = np.linalg.norm(normals, axis=-1, keepdims=True)
-    return (normals / (norm + eps)).astype(np.float32)
+def renormalize(normals: np.ndarray, eps: float = FLOAT64_EPS) -> np.ndarray:
+    """``n / (‖n‖ + eps)`` per pixel in float64, as the public code; zero vectors stay zero.
+
+    The norm is ``sqrt(n_x² + n_y² + n_z²)``. With the float64 eps a
+    non-zero vector keeps (almost) unit length even when cubic resampling next
+    to an invalid (zero) region made it tiny; a larger eps shrinks such vectors.
+
+    Args:
+        normals: ``(H, W, 3)`` vectors, any float dtype.
+        eps: Added to the norm.
+
+    Returns:
+        The renormalised ``(H, W, 3)`` float64 vectors.
+    """
+    vectors = np.asarray(normals, dtype=np.float64)
+    norm = np.sqrt(vectors[..., 0] ** 2 + vectors[..., 1] ** 2 + vectors[..., 2] ** 2) + eps
+    return vectors / norm[..., None]
 
 
-def target_keys(results: dict):
+def target_keys(results: dict) -> list:
+    """The target keys of ``results`` (its ``seg_fields``)."""
     return list(results.get('seg_fields', []))
 
 
@@ -131,6 +150,11 @@ class ScaleRotateMTL(BaseTransform):
 class FixedResizeMTL(BaseTransform):
     """Resize image and targets to exactly ``size`` (aspect ratio not kept).
 
+    Per key, as the public code's validation (and training) resize: the image
+    cubic, in float64, then cast to uint8 by ``image_cast``; normals cubic in
+    float64, renormalised with :func:`renormalize` (float64 eps) and stored as
+    float32; every other target nearest, in its own dtype.
+
     Args:
         size: ``(height, width)``; the public code uses 448×448.
         resize_targets: Also resize the targets. ``True`` for training and for
@@ -139,23 +163,45 @@ class FixedResizeMTL(BaseTransform):
         eval_at_resized: Set ``ori_shape`` to ``size`` so that predictions are
             produced (and scored) at the resized resolution: the reference
             protocol. Needs ``resize_targets``.
+        image_cast: How the float64 cubic result becomes uint8:
+            ``'truncate_wrap'`` reproduces the public code's
+            ``astype(np.uint8)`` (truncation; overshoot below 0 or above 255
+            wraps around modulo 256); ``'round_clip'`` rounds half to even and
+            clips to [0, 255]. See :mod:`ditask_mm.datasets.transforms.image_cast`.
     """
 
     def __init__(self, size: Union[int, Sequence[int]] = (448, 448), resize_targets: bool = True,
-                 eval_at_resized: bool = False) -> None:
+                 eval_at_resized: bool = False, image_cast: str = ROUND_CLIP) -> None:
         self.size = (size, size) if isinstance(size, int) else tuple(size)
         if eval_at_resized and not resize_targets:
             raise ValueError('eval_at_resized=True needs resize_targets=True')
         self.resize_targets = resize_targets
         self.eval_at_resized = eval_at_resized
+        self.image_cast = check_image_cast(image_cast)
+
+    def resize_image(self, image: np.ndarray) -> np.ndarray:
+        """Cubic resize of the float64 image, then the ``image_cast`` rule to uint8."""
+        height, width = self.size
+        resized = cv2.resize(np.asarray(image, dtype=np.float64), (width, height), interpolation=cv2.INTER_CUBIC)
+        return cast_image_to_uint8(resized, self.image_cast)
+
+    def resize_normals(self, normals: np.ndarray) -> np.ndarray:
+        """Cubic resize of the float64 normals, renormalised, as float32."""
+        height, width = self.size
+        resized = cv2.resize(np.asarray(normals, dtype=np.float64), (width, height),
+                             interpolation=cv2.INTER_CUBIC)
+        return renormalize(resized).astype(np.float32)
 
     def transform(self, results: dict) -> dict:
         height, width = self.size
         old_h, old_w = results['img'].shape[:2]
-        keys = ['img', *(target_keys(results) if self.resize_targets else [])]
-        for key in keys:
-            value = cv2.resize(results[key], (width, height), interpolation=interpolation_for(key))
-            results[key] = renormalize(value) if key == NORMALS_KEY else value
+        results['img'] = self.resize_image(results['img'])
+        targets = target_keys(results) if self.resize_targets else []
+        for key in targets:
+            if key == NORMALS_KEY:
+                results[key] = self.resize_normals(results[key])
+            else:
+                results[key] = cv2.resize(results[key], (width, height), interpolation=interpolation_for(key))
         results['img_shape'] = (height, width)
         results['scale_factor'] = (width / old_w, height / old_h)
         if self.eval_at_resized:
@@ -163,4 +209,5 @@ class FixedResizeMTL(BaseTransform):
         return results
 
     def __repr__(self) -> str:
-        return f'{type(self).__name__}(size={self.size}, resize_targets={self.resize_targets})'
+        return (f'{type(self).__name__}(size={self.size}, resize_targets={self.resize_targets}, '
+                f'image_cast={self.image_cast!r})')

@@ -11,7 +11,7 @@ divided.
 import abc
 import logging
 import math
-from typing import Any, Collection, Dict, Mapping, Sequence, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 from mmengine.logging import print_log
@@ -123,6 +123,19 @@ class TaskEvaluator(metaclass=abc.ABCMeta):
     def image_stats(self, pred: np.ndarray, gt: np.ndarray) -> Dict[str, Any]:
         """Sufficient statistics of one image (see the subclasses for shapes)."""
         raise NotImplementedError
+
+    def batch_stats(self, pairs: Sequence[Tuple[np.ndarray, np.ndarray]]) -> List[Dict[str, Any]]:
+        """Statistics of the images of one evaluation batch, one dict per image, in order.
+
+        :class:`MultiTaskMetric` calls this once per ``process`` call, i.e.
+        once per batch. The default scores each image on its own; an
+        evaluator whose reference depends on the batch composition overrides
+        it.
+
+        Args:
+            pairs: ``(pred, gt)`` of each image of the batch.
+        """
+        return [self.image_stats(pred, gt) for pred, gt in pairs]
 
     @abc.abstractmethod
     def reduce(self, stats: Sequence[Dict[str, Any]]) -> Dict[str, float]:

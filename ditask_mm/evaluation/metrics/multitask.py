@@ -75,6 +75,33 @@ class MultiTaskMetric(BaseMetric):
             ``'percent'``, ``'fraction'`` (multiplied by 100) or ``'auto'``
             (values ≤ 1 are fractions).
         per_class: Also return ``<task>.IoU.<class>`` keys.
+        sal_beta_double_sigmoid: Reproduce a known bug of the public
+            DiTASK/MTLoRA code, for comparison with its logged "Beta maxF"
+            only; off by default. Its β² = 0.3 saliency meter applies a
+            sigmoid to ``pred / 255``, which is already a probability. With
+            the option ``sal.maxF_beta0.3`` thresholds sigmoid(p) instead of
+            p, with p rounded to float32 and the sigmoid evaluated by PyTorch
+            in float32 as there: the scores lie in [0.5, 0.731], thresholds
+            ≤ 0.5 mark every pixel positive and thresholds ≥ 0.75 none
+            (F = 0). Requires ``'sal'`` in ``tasks``.
+        sal_batch_of_one_rows: Reproduce a known bug of the public code's
+            per-image saliency meter (``sal.mIoU``, ``sal.maxF``,
+            ``sal.threshold``), off by default: a batch holding one image is
+            squeezed to [H, W] there and scored row by row, adding H
+            row-level J/P/R entries to the means instead of one image-level
+            entry. With the option, every ``process`` call with a single
+            data sample is taken as such a batch (mmengine calls ``process``
+            once per evaluation batch; ``Evaluator.offline_evaluate`` with
+            its default ``chunk_size=1`` makes every image one), and its
+            image adds one entry per row holding a valid pixel. Exact for
+            single-process evaluation. Under DDP each rank's own batches of
+            one are scored so, as in the public code (whose ranks each see
+            their padded shard), but the means then run over the entries of
+            all ranks with the sampler's padded duplicates dropped, whereas
+            the public code scores each rank's shard separately, without
+            reduction and duplicates included. The pooled
+            ``sal.maxF_beta0.3`` is unaffected (the public code handles
+            B = 1 there). Requires ``'sal'`` in ``tasks``.
         collect_device: See ``BaseMetric``.
         prefix: See ``BaseMetric`` (none by default).
         collect_dir: See ``BaseMetric``.
@@ -84,7 +111,8 @@ class MultiTaskMetric(BaseMetric):
 
     def __init__(self, tasks: Sequence[str], baselines: Union[None, str, Mapping[str, Any]] = None,
                  miou_convention: str = 'reference', num_classes: Optional[Mapping[str, int]] = None,
-                 baseline_units: str = 'auto', per_class: bool = False, collect_device: str = 'cpu',
+                 baseline_units: str = 'auto', per_class: bool = False, sal_beta_double_sigmoid: bool = False,
+                 sal_batch_of_one_rows: bool = False, collect_device: str = 'cpu',
                  prefix: Optional[str] = None, collect_dir: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
         self.tasks = check_tasks(tasks, where='MultiTaskMetric')
@@ -100,6 +128,9 @@ class MultiTaskMetric(BaseMetric):
             if task_spec(task).kind != 'labels':
                 raise ValueError(f'num_classes given for {task!r}, which is not a label task')
         self.baselines = self._parse_baselines(baselines)
+        self.sal_beta_double_sigmoid = bool(sal_beta_double_sigmoid)
+        self.sal_batch_of_one_rows = bool(sal_batch_of_one_rows)
+        self._check_reference_bug_options()
         self._evaluators: Optional[Dict[str, TaskEvaluator]] = None
 
     # ------------------------------------------------------------ set-up
@@ -138,6 +169,18 @@ class MultiTaskMetric(BaseMetric):
             parsed[task] = dict(spec, value=value)
         return parsed
 
+    def _check_reference_bug_options(self) -> None:
+        """Reject saliency options without the sal task; warn when one is on."""
+        options = ('sal_beta_double_sigmoid', 'sal_batch_of_one_rows')
+        enabled = [name for name in options if getattr(self, name)]
+        if not enabled:
+            return
+        if 'sal' not in self.tasks:
+            raise ValueError(f"{enabled} given, but 'sal' is not evaluated; "
+                             f'evaluated tasks: {list(self.tasks)}')
+        log(f'{enabled}: reproducing known bugs of the public code\'s saliency meters; these sal numbers '
+            f'are for comparison with published ones, not the correct metric', logging.WARNING)
+
     def _class_info(self, task: str) -> tuple:
         names = (self.dataset_meta or {}).get(CLASS_NAME_KEYS[task])
         count = self.num_classes.get(task)
@@ -162,6 +205,9 @@ class MultiTaskMetric(BaseMetric):
                     count, names = self._class_info(task)
                     built[task] = LabelMapEvaluator(task, count, miou_convention=self.miou_convention,
                                                     class_names=names)
+                elif task == 'sal':
+                    built[task] = SaliencyEvaluator(beta_double_sigmoid=self.sal_beta_double_sigmoid,
+                                                    batch_of_one_rows=self.sal_batch_of_one_rows)
                 else:
                     built[task] = EVALUATORS[task]()
             self._evaluators = built
@@ -170,6 +216,10 @@ class MultiTaskMetric(BaseMetric):
     # ------------------------------------------------------------ metric API
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
         """Append one entry ``{task: statistics}`` per sample to ``self.results``.
+
+        mmengine calls this once per evaluation batch; ``data_samples`` is
+        the batch (each evaluator gets the batch's images together, see
+        ``sal_batch_of_one_rows``).
 
         Args:
             data_batch: Unused.
@@ -182,16 +232,18 @@ class MultiTaskMetric(BaseMetric):
                 ground truth's (the message names the sample's ``img_path``).
             KeyError: If a sample lacks a task's prediction or ground truth.
         """
-        evaluators = self.evaluators()
-        for sample in data_samples:
-            entry = {}
-            for task, evaluator in evaluators.items():
-                spec = TASKS[task]
+        entries: list = [{} for _ in data_samples]
+        for task, evaluator in self.evaluators().items():
+            spec = TASKS[task]
+            pairs = []
+            for sample in data_samples:
                 pred = pixel_data(sample, spec.pred_key)
                 gt = pixel_data(sample, spec.gt_key)
                 check_shapes(pred, gt, task, sample)
-                entry[task] = evaluator.image_stats(pred, gt)
-            self.results.append(entry)
+                pairs.append((pred, gt))
+            for entry, stats in zip(entries, evaluator.batch_stats(pairs)):
+                entry[task] = stats
+        self.results.extend(entries)
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         """Reduce the per-image entries of the whole set to flat ``<task>.<metric>`` keys."""

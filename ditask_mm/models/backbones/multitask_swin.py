@@ -1,6 +1,6 @@
 """Multi-task Swin Transformer with adapted linears (DiTASK, MTLoRA, LoRA, full FT).
 
-The architecture of shared/docs/method.md §1.3, built on mmseg's
+The architecture of the public DiTASK code, built on mmseg's
 ``SwinTransformer`` (its patch embedding, blocks, PatchMerging and weights,
 with the same state-dict keys):
 
@@ -11,7 +11,10 @@ with the same state-dict keys):
   on the shared input (:mod:`.task_branch`);
 * PatchMerging applies to every task stream; the next stage consumes the
   shared stream; the shared path of the last block of the last stage, whose
-  output nothing reads, is neither built nor run.
+  output nothing reads, is neither built nor run;
+* every block, shared and branched, follows the official Swin rule for maps
+  that fit in one window (no shift, a ``min(H, W)`` window; :mod:`.window_rule`),
+  decided at each forward from the stage's actual size.
 
 ``forward(x)`` returns ``{task: [4 maps]}``: by default (``out_type=
 'post_merge'``, the public code's layout) PatchMerging outputs at 1/8, 1/16
@@ -34,6 +37,7 @@ from ...adapters import (DiTASKLinear, adapter_layers, batched_spectra, capture_
                          use_spectra)
 from ...registry import MODELS
 from .task_branch import branched_block_forward
+from .window_rule import apply_official_window_rule
 
 ARCH_SETTINGS = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -92,6 +96,12 @@ class MultiTaskSwinTransformer(SwinTransformer):
             most of what DiTASK holds above a shared model, so this trades
             the branches' forward FLOPs once more for that memory.
             mmseg's ``with_cp`` (all blocks) also covers the branched ones.
+        official_window_rule: Follow the official Swin (and public DiTASK)
+            rule: a block whose map has ``min(H, W) <= window_size`` does
+            not shift and uses a ``min(H, W)`` window, with its bias table
+            bicubically resized as the official loader would. The
+            official checkpoints were trained so. ``False`` keeps mmseg's
+            always-shifted, padded windows.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an
             official, mmseg, mmpretrain or timm Swin checkpoint.
         **swin_kwargs: Passed to mmseg's ``SwinTransformer`` (``window_size``,
@@ -112,6 +122,7 @@ class MultiTaskSwinTransformer(SwinTransformer):
                  init_cfg: Optional[Dict] = None,
                  drop_path_rate: float = 0.2,
                  with_cp_branches: bool = False,
+                 official_window_rule: bool = True,
                  **swin_kwargs) -> None:
         arch_cfg = dict(ARCH_SETTINGS[arch]) if isinstance(arch, str) else dict(arch)
         if isinstance(arch, str) and arch not in ARCH_SETTINGS:
@@ -141,6 +152,9 @@ class MultiTaskSwinTransformer(SwinTransformer):
         self.task_stages = tuple(sorted(set(task_stages))) if task_layers else ()
         self.min_pretrained_fraction = min_pretrained_fraction
         self.with_cp_branches = with_cp_branches
+        self.official_window_rule = official_window_rule
+        if official_window_rule:
+            apply_official_window_rule(self)
         self.adapters = {}
         if adapter is not None:
             self.adapters = self._inject(dict(adapter), adapted_layers, adapted_blocks, task_layers)

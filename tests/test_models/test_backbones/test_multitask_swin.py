@@ -12,6 +12,7 @@ import ditask_mm.models  # noqa: F401
 from ditask_mm.adapters import DiTASKLinear, MTLoRALinear, adapter_layers
 from ditask_mm.models.backbones import DiTASKSwinTransformer, MTLoRASwinTransformer, MultiTaskSwinTransformer
 from ditask_mm.models.backbones.task_branch import branched_block_forward
+from ditask_mm.models.backbones.window_rule import apply_official_window_rule
 
 TASKS = ('semseg', 'human_parts', 'sal', 'normals')
 TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
@@ -31,6 +32,7 @@ def plain_swin(backbone, out_indices=(0, 1, 2, 3)):
                             **TINY)
     result = plain.load_state_dict(backbone.state_dict(), strict=False)
     assert not [k for k in result.missing_keys if not k.startswith('norm')]
+    apply_official_window_rule(plain)  # our backbone follows it; at 64-128 px the last stages fit in a window
     plain.eval()
     return plain
 

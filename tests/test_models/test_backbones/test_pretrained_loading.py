@@ -11,6 +11,7 @@ import ditask_mm.models  # noqa: F401
 from ditask_mm.adapters import DiTASKLinear, adapter_layers
 from ditask_mm.models.backbones import DiTASKSwinTransformer
 from ditask_mm.models.backbones.swin_checkpoint import load_pretrained_swin
+from ditask_mm.models.backbones.window_rule import apply_official_window_rule
 
 from .swin_checkpoints import (SWIN_NANO, SWIN_T, make_mmpretrain_checkpoint, make_mmseg_checkpoint,
                                make_official_checkpoint, make_timm_state_dict, save_checkpoint)
@@ -39,6 +40,7 @@ def build_pair(arch, path):
     plain = SwinTransformer(pretrain_img_size=224, window_size=arch.window_size, drop_path_rate=0.0,
                             out_indices=(0, 1, 2, 3), **arch_dict(arch))
     load_pretrained_swin(plain, path)
+    apply_official_window_rule(plain)  # stage 4 is 7x7 at 224: the official rule, which our backbone follows
     plain.eval()
     return model, plain
 
