@@ -9,6 +9,23 @@ from mmengine.config import Config, DictAction
 from .schedule import fit_schedule_to_run_length
 
 
+def _replace_none_parents(cfg: Config, key: str) -> None:
+    """Turn ``None`` values on the path of a dotted ``--cfg-options`` key into empty dicts.
+
+    mmengine refuses ``model.backbone.init_cfg.checkpoint=FILE`` when the
+    config has ``init_cfg=None`` (a dict cannot be merged into ``None``), and
+    its command-line parser has no syntax for a whole dict. Making room lets
+    the dotted form work.
+    """
+    node = cfg
+    for part in key.split('.')[:-1]:
+        if not isinstance(node, (dict, Config)) or part not in node:
+            return
+        if node[part] is None:
+            node[part] = {}
+        node = node[part]
+
+
 def load_run_config(config: str, cfg_options: Optional[Sequence[str]] = None, launcher: str = 'none',
                     work_dir: Optional[str] = None) -> Config:
     """Read ``config``, apply ``--cfg-options`` and settle the launcher and work dir.
@@ -29,6 +46,8 @@ def load_run_config(config: str, cfg_options: Optional[Sequence[str]] = None, la
         parser = argparse.ArgumentParser()
         parser.add_argument('--options', nargs='+', action=DictAction)
         options = parser.parse_args(['--options', *cfg_options]).options
+        for key in options:
+            _replace_none_parents(cfg, key)
         cfg.merge_from_dict(options)
         if 'max_epochs' in options and 'train_cfg.max_epochs' not in options and cfg.get('train_cfg') \
                 and 'max_epochs' in cfg.train_cfg:

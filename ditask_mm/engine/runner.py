@@ -31,6 +31,7 @@ from ..registry import RUNNERS
 from .schedule import whole_iteration_schedule
 from .work_dir import resume_candidates
 
+
 def check_checkpoint_fits(model: torch.nn.Module, filename: str, checkpoint: Optional[Any] = None) -> None:
     """Raise ``RuntimeError`` if ``filename`` does not fit ``model``.
 

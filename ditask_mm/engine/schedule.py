@@ -89,6 +89,10 @@ def fit_schedule_to_run_length(cfg: Config, file_cfg: Config, cfg_options: Optio
     if any(k == 'param_scheduler' or k.startswith('param_scheduler.') for k in options):
         return False
     schedulers = cfg.param_scheduler
+    if isinstance(schedulers, dict) and 'type' not in schedulers:
+        print_log(f'[ditask_mm] train_cfg.{key} changed, but param_scheduler holds one schedule per optimizer: '
+                  'left as the config wrote it', logger='current', level=logging.WARNING)
+        return False
     single = isinstance(schedulers, dict)
     schedulers = [schedulers] if single else list(schedulers)
     stretched = stretch_schedulers(schedulers, new / old, by_epoch=(key == 'max_epochs'))

@@ -51,11 +51,17 @@ def test_test_py_and_dist_test_score_an_adapter_only_checkpoint_like_the_full_on
 
 def test_an_adapter_only_checkpoint_without_its_pretrained_weights_is_refused(trained, tmp_path):
     root, config, pretrained = trained
-    proc = evaluate(config, root / 'adapters.pth', tmp_path / 'none', '--cfg-options', 'model.backbone.init_cfg=None',
-                    check=False)
+    no_weights = tiny_config(tmp_path / 'no_weights.py', root / 'PASCAL_MT')  # init_cfg=None, as the quick config
+    proc = evaluate(no_weights, root / 'adapters.pth', tmp_path / 'none', check=False)
     assert proc.returncode != 0 and not (tmp_path / 'none/metrics.json').exists()
     assert 'adapters.pth is adapter-only' in proc.stderr and 'names no pretrained weights' in proc.stderr
     assert f'trained on top of {pretrained}' in proc.stderr  # the file it needs, as recorded by extract_adapters
+    advice = 'model.backbone.init_cfg.type=Pretrained model.backbone.init_cfg.checkpoint=FILE'
+    assert advice in proc.stderr
+    evaluate(no_weights, root / 'adapters.pth', tmp_path / 'advice', '--cfg-options',
+             *advice.replace('FILE', str(pretrained)).split())  # the advice works
+    evaluate(config, root / 'run/epoch_2.pth', tmp_path / 'full')
+    assert metrics(tmp_path / 'advice') == metrics(tmp_path / 'full')
     missing = tmp_path / 'moved.pth'
     proc = evaluate(config, root / 'adapters.pth', tmp_path / 'missing', '--cfg-options',
                     f'model.backbone.init_cfg.checkpoint={missing}', check=False)
