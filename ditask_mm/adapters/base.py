@@ -13,7 +13,7 @@ task's adaptation if the layer has one. ``active_task`` (set with
 lets a model whose code knows nothing about tasks run one task's weights.
 """
 import abc
-from typing import Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -99,6 +99,14 @@ class AdapterLayer(nn.Module, metaclass=abc.ABCMeta):
     def forward(self, x: Tensor, task: Optional[str] = None) -> Tensor:
         """``(..., in_features)`` → ``(..., out_features)`` with ``task``'s adaptation."""
         raise NotImplementedError
+
+    def forward_paths(self, x: Tensor, paths: Sequence[Optional[str]]) -> List[Tensor]:
+        """The outputs of several paths (``None``: shared, else a task) for one input ``x``.
+
+        One :meth:`forward` per path; a layer may share work between them
+        (``DiTASKLinear`` can give all paths one dropped input).
+        """
+        return [self(x, task=path) for path in paths]
 
     @torch.no_grad()
     def merge(self, task: Optional[str] = None) -> nn.Linear:

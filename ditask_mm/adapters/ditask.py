@@ -258,7 +258,7 @@ class DiTASKLinear(AdapterLayer):
         public layer called without a separate task input).
         """
         if not self.task_paths_share_dropout:
-            return [self(x, task=path) for path in paths]
+            return super().forward_paths(x, paths)
         dropped = self.dropout(x)
         return [self._apply_path(dropped, self.resolve_task(path)) for path in paths]
 

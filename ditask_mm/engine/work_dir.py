@@ -7,6 +7,18 @@ from typing import List, Optional, Tuple
 _NUMBERED = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
 
 
+def last_checkpoint_record(work_dir: str) -> Optional[str]:
+    """The checkpoint path ``<work_dir>/last_checkpoint`` names (mmengine's record of the latest save), or None."""
+    marker = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(marker):
+        return None
+    with open(marker, encoding='utf-8') as f:
+        named = f.read().strip()
+    if not named:
+        return None
+    return named if osp.isabs(named) else osp.join(work_dir, named)
+
+
 def resume_candidates(work_dir: str) -> List[str]:
     """Checkpoints ``--resume`` may continue from, best first.
 
@@ -15,13 +27,8 @@ def resume_candidates(work_dir: str) -> List[str]:
     down. ``best_*`` checkpoints are not candidates: they are not the end of
     the run.
     """
-    candidates = []
-    marker = osp.join(work_dir, 'last_checkpoint')
-    if osp.isfile(marker):
-        with open(marker) as f:
-            named = f.read().strip()
-        if named:
-            candidates.append(named if osp.isabs(named) else osp.join(work_dir, named))
+    named = last_checkpoint_record(work_dir)
+    candidates = [named] if named else []
     numbered = []
     for path in glob.glob(osp.join(glob.escape(work_dir), '*.pth')):
         match = _NUMBERED.match(osp.basename(path))
@@ -49,16 +56,13 @@ def last_good_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
         description reads ``'no checkpoint has been written yet in <dir>'``.
     """
     record = osp.join(work_dir, 'last_checkpoint')
-    named = None
-    if osp.isfile(record):
-        with open(record, encoding='utf-8') as f:
-            named = f.read().strip() or None
+    named = last_checkpoint_record(work_dir)
     stale = ''
-    for index, path in enumerate(resume_candidates(work_dir)):
+    for path in resume_candidates(work_dir):
         if not osp.isfile(path):
             stale = f'{record} names {named!r}, which does not exist; '
             continue
-        if index == 0 and named is not None:
+        if path == named:
             return path, f'named by {record}'
         return path, f'{stale}the newest epoch/iteration checkpoint in {work_dir}'
     return None, f'{stale}no checkpoint has been written yet in {work_dir}'

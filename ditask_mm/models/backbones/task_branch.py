@@ -33,14 +33,14 @@ def call_linear(layer: nn.Module, x: Tensor, task: Optional[str]) -> Tensor:
 
 
 def call_linear_paths(layer: nn.Module, x: Tensor, paths: Sequence[Optional[str]]) -> List[Tensor]:
-    """``call_linear(layer, x, path)`` for every path, through the layer's ``forward_paths`` when it has one.
+    """``call_linear(layer, x, path)`` for every path; an adapter computes them in ``forward_paths``.
 
     ``DiTASKLinear.forward_paths`` can give every path the same dropped input
     (the public code's task ``proj``; ``task_paths_share_dropout``).
     """
-    if hasattr(layer, 'forward_paths'):
+    if isinstance(layer, AdapterLayer):
         return layer.forward_paths(x, paths)
-    return [call_linear(layer, x, path) for path in paths]
+    return [layer(x) for _ in paths]
 
 
 def ffn_forward(ffn: nn.Module, x: Tensor, identity: Tensor, task: Optional[str]) -> Tensor:
