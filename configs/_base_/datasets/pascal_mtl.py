@@ -1,5 +1,5 @@
 # PASCAL-Context MTL (the PASCAL_MT archive), the public DiTASK/MTLoRA protocol
-# (shared/docs/data-and-metrics.md §3.1, §4): flip + rotate ±20° + scale
+# (docs/datasets.md; differences in docs/fidelity.md): flip + rotate ±20° + scale
 # 0.75–1.25, anisotropic resize to 448², scored against targets resized to 448².
 dataset_type = 'PascalContextMTLDataset'
 data_root = 'data/PASCAL_MT'

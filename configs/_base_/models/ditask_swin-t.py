@@ -1,5 +1,5 @@
 # DiTASK Swin-T multi-task segmentor with the public code's architecture
-# (shared/docs/method.md §1, §3, §4): a shared DiTASK transform (tessellation
+# (docs/fidelity.md lists where it differs): a shared DiTASK transform (tessellation
 # 64) on qkv (split in q/k/v), proj, fc1 and fc2 of every block; per-task
 # transforms (tessellation 4) on proj/fc1/fc2 of the last block of each stage;
 # task streams merged by PatchMerging; trainable as in the public code; one

@@ -1,4 +1,4 @@
-# The public DiTASK schedule (shared/docs/method.md §5): AdamW, weight decay
+# The public DiTASK schedule: AdamW, weight decay
 # 0.05 (not on norms and biases, as the public code), LR 5e-4 for a global
 # batch of 512 (scaled linearly by auto_scale_lr), 20 warmup epochs from 1e-3 ×
 # LR, cosine to 1e-2 × LR over the remaining 280, per iteration; fp16 AMP and
