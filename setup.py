@@ -29,7 +29,7 @@ def runtime_requirements() -> list:
     # pip cannot express "mmcv or mmcv-lite"; ask for mmcv-lite only when no
     # mmcv distribution is installed, so a full mmcv build is used untouched.
     try:
-        from importlib.metadata import PackageNotFoundError, version
+        from importlib.metadata import version
         version('mmcv')
     except Exception:  # PackageNotFoundError or an old importlib
         reqs = [r.replace('mmcv>=', 'mmcv-lite>=') if r.startswith('mmcv>=') else r for r in reqs]

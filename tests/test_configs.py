@@ -1,4 +1,9 @@
-"""Every config parses, inherits its bases, and builds its model (no weights are downloaded)."""
+"""Every config parses, inherits its bases, and builds its model (no weights are downloaded).
+
+The effective model of each config (per task: head channels, loss, loss
+weight, Δm baseline) is checked against the explicit table below: the table
+is the spec, written out here rather than derived from the configs.
+"""
 from pathlib import Path
 
 import pytest
@@ -6,33 +11,90 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import ditask_mm.models  # noqa: F401
-from ditask_mm.registry import MODELS
+from ditask_mm.engine.task_config import resolve_tasks
+from ditask_mm.models.segmentors import DEFAULT_LOSSES
+from ditask_mm.registry import METRICS, MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for folder in ('ditask', 'baselines') for p in (REPO / 'configs' / folder).rglob('*.py'))
 
 
 def load_count_params():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('count_params', REPO / 'tools/analysis_tools/count_params.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.count_parameters
+    from ditask_mm.analysis import count_parameters
+    return count_parameters
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: str(p.relative_to(REPO / 'configs')))
+CE, BCE, NORMALS, DEPTH = 'MTLCrossEntropyLoss', 'BalancedBCELoss', 'NormalsL1Loss', 'DepthL1Loss'
+#: task -> (out_channels, loss type, loss_weight, Δm baseline)
+PASCAL = dict(semseg=(21, CE, 1.0, 67.21), human_parts=(7, CE, 2.0, 61.93), sal=(1, BCE, 5.0, 62.35),
+              normals=(3, NORMALS, 10.0, 17.97))
+NYUD = dict(semseg=(40, CE, 1.0, 33.18), depth=(1, DEPTH, 1.0, 0.667))
+SINGLE = dict(semseg=(21, CE, 1.0, 67.21), human_parts=(7, CE, 1.0, 61.93), sal=(1, BCE, 1.0, 62.35),
+              normals=(3, NORMALS, 1.0, 17.97))
+EXPECTED_MODEL = {
+    **{f'ditask/swin-{arch}_pascal-mtl.py': PASCAL for arch in 'tsbl'},
+    **{f'ditask/swin-{arch}_nyud-mtl.py': NYUD for arch in 'tsbl'},
+    'ditask/swin-t_pascal-mtl_clean.py': PASCAL,
+    'ditask/swin-t_synthetic-mtl_quick.py': PASCAL,
+    'ditask/dinov2-s_pascal-mtl.py': PASCAL,
+    'ditask/vit-b_pascal-mtl.py': PASCAL,
+    **{f'baselines/{name}_swin-t_pascal-mtl.py': PASCAL
+       for name in ('decoder-only', 'full-ft', 'lora-r4', 'mtlora-r16', 'mtlora-r32', 'mtlora-r64')},
+    **{f'ditask/single-task/swin-t_pascal-{name}.py': {task: SINGLE[task]}
+       for name, task in (('semseg', 'semseg'), ('human-parts', 'human_parts'), ('sal', 'sal'),
+                          ('normals', 'normals'))},
+    **{f'baselines/single-task-full-ft_swin-t_pascal-{name}.py': {task: SINGLE[task]}
+       for name, task in (('semseg', 'semseg'), ('human-parts', 'human_parts'), ('sal', 'sal'),
+                          ('normals', 'normals'))},
+}
+
+
+def config_id(path):
+    return str(path.relative_to(REPO / 'configs'))
+
+
+def test_every_config_has_an_expected_model():
+    assert sorted(map(config_id, CONFIGS)) == sorted(EXPECTED_MODEL)
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=config_id)
 def test_config_builds_a_consistent_model(path):
     cfg = Config.fromfile(str(path))
+    # the task list is declared once, at the top level: no part of the file names it again
+    assert cfg.get('tasks'), 'configs declare their tasks once, as the top-level tasks=[...]'
+    named = [key for key, node in (('model', cfg.model), ('train_dataloader.dataset', cfg.train_dataloader.dataset),
+                                   ('val_dataloader.dataset', cfg.val_dataloader.dataset),
+                                   ('test_dataloader.dataset', cfg.test_dataloader.dataset),
+                                   ('val_evaluator', cfg.val_evaluator), ('test_evaluator', cfg.test_evaluator))
+             if 'tasks' in node]
+    assert not named, f'{named} name tasks again; only the top-level tasks=[...] may'
+    resolve_tasks(cfg)
     init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)
     tasks = list(model.tasks)
-    assert list(cfg.train_dataloader.dataset.tasks) == tasks
-    assert list(cfg.val_evaluator.tasks) == tasks
-    assert set(model.decode_heads) == set(tasks)
-    baselines = cfg.val_evaluator.get('baselines') or {}
-    assert set(baselines) == set(tasks), 'Δm (the best-checkpoint key) needs a baseline per task'
+    assert tasks == list(cfg.tasks)
+    # the resolver gave every part the same list
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert list(cfg[loader].dataset.tasks) == tasks
+    assert list(cfg.val_evaluator.tasks) == tasks and list(cfg.test_evaluator.tasks) == tasks
+    assert list(model.decode_heads) == tasks
+    metric = METRICS.build(cfg.val_evaluator)
+    assert list(metric.tasks) == tasks
+    assert set(metric.baselines) == set(tasks), 'Δm (the best-checkpoint key) needs a baseline per task'
+    effective = {t: (head.out_channels, type(head.loss_decode).__name__, head.loss_decode.loss_weight,
+                     metric.baselines[t]['value']) for t, head in model.decode_heads.items()}
+    assert effective == EXPECTED_MODEL[config_id(path)]
+    if 'sal' in tasks:
+        assert model.decode_heads['sal'].loss_decode.pos_weight is None  # the batch-balanced weight
     if cfg.model.backbone.get('init_cfg'):
         assert cfg.model.backbone.init_cfg.checkpoint.startswith('https://github.com/SwinTransformer/storage/')
+
+
+def test_base_config_losses_agree_with_the_library_default():
+    """A segmentor built by hand without loss_decode gets DEFAULT_LOSSES: the same table as the base config."""
+    base = Config.fromfile(str(REPO / 'configs/_base_/models/ditask_swin-t.py'))
+    assert base.model.loss_decode.to_dict() == DEFAULT_LOSSES
+    assert base.model.num_classes.to_dict() == dict(semseg=21, human_parts=7)
 
 
 EXPECTED_BACKBONE_TRAINABLE = {
@@ -48,7 +110,7 @@ EXPECTED_BACKBONE_TRAINABLE = {
 
 @pytest.mark.parametrize('name', sorted(EXPECTED_BACKBONE_TRAINABLE))
 def test_trainable_parameters_match_the_public_figures(name):
-    cfg = Config.fromfile(str(REPO / 'configs' / name))
+    cfg = resolve_tasks(Config.fromfile(str(REPO / 'configs' / name)))
     init_default_scope(cfg.default_scope)
     counts = load_count_params()(MODELS.build(cfg.model))
     assert counts['backbone_trainable'] == EXPECTED_BACKBONE_TRAINABLE[name]

@@ -8,10 +8,13 @@ tile per task), and prints their paths.
 The image is read as BGR and resized to ``--size H W``, else to the config's
 test-pipeline size (``FixedResizeMTL`` or a ``Resize``), else kept; the model's
 data preprocessor normalises it, and predictions come back at the original
-size. ``CKPT`` is a full checkpoint of the config's model, or an adapter-only
-one (``tools/model_converters/extract_adapters.py``), which is then loaded on
-top of the pretrained weights of the config's ``init_cfg`` (an error names the
-file needed when the config has none).
+size (:func:`ditask_mm.apis.inference_model`). ``CKPT`` is a full checkpoint
+of the config's model, an adapter-only one
+(``tools/model_converters/extract_adapters.py``), which is then loaded on top
+of the pretrained weights of the config's ``init_cfg`` (an error names the
+file needed when the config has none), or a merged one
+(``tools/model_converters/merge_adapters.py``); see
+:func:`ditask_mm.apis.init_model`.
 
 Example::
 
@@ -20,30 +23,6 @@ Example::
 import argparse
 import os.path as osp
 import sys
-from typing import Optional, Tuple
-
-
-def pipeline_size(cfg, image_hw: Tuple[int, int]) -> Optional[Tuple[int, int]]:
-    """The ``(height, width)`` the config's test pipeline resizes an ``image_hw`` image to, if it says."""
-    pipelines = [cfg.get('test_pipeline')]
-    for loader in ('test_dataloader', 'val_dataloader'):
-        dataset = (cfg.get(loader) or {}).get('dataset') or {}
-        pipelines.append(dataset.get('pipeline'))
-    for pipeline in filter(None, pipelines):
-        for step in pipeline:
-            kind = str(step.get('type', ''))
-            if kind.endswith('FixedResizeMTL') and step.get('size') is not None:
-                size = step['size']
-                return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-            if kind.split('.')[-1] == 'Resize' and step.get('scale') is not None:
-                scale = step['scale']  # mmcv: (w, h), or (long, short) with keep_ratio
-                scale = (scale, scale) if isinstance(scale, int) else tuple(scale)
-                if not step.get('keep_ratio', False):
-                    return int(scale[1]), int(scale[0])
-                height, width = image_hw
-                ratio = min(max(scale) / max(height, width), min(scale) / min(height, width))
-                return int(height * ratio + 0.5), int(width * ratio + 0.5)
-    return None
 
 
 def main() -> int:
@@ -56,18 +35,12 @@ def main() -> int:
     parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'), help='resize the image to H×W first')
     args = parser.parse_args()
 
-    import ditask_mm  # noqa: F401  (compat patches first)
     import cv2
-    import torch
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmseg.structures import SegDataSample
 
-    import ditask_mm.models  # noqa: F401
-    from ditask_mm.models.adapter_checkpoint import CheckpointMismatchError
+    from ditask_mm.apis import inference_model, init_model
+    from ditask_mm.models.checkpoint_fit import CheckpointMismatchError
     from ditask_mm.models.checkpoint_file import CheckpointReadError
-    from ditask_mm.models.model_checkpoint import PretrainedWeightsError, load_model_checkpoint
-    from ditask_mm.registry import MODELS
+    from ditask_mm.models.model_checkpoint import PretrainedWeightsError
     from ditask_mm.tasks import TASKS
     from ditask_mm.visualization import render_task_map, save_panel, write_png
 
@@ -75,26 +48,12 @@ def main() -> int:
     if image is None:
         print(f'error: cannot read image {args.image}', file=sys.stderr)
         return 1
-    cfg = Config.fromfile(args.config)
-    init_default_scope(cfg.get('default_scope', 'ditask_mm'))
-    model = MODELS.build(cfg.model)
     try:
-        load_model_checkpoint(model, args.checkpoint)
-    except (CheckpointMismatchError, CheckpointReadError, PretrainedWeightsError) as err:
+        model = init_model(args.config, args.checkpoint, device=args.device)
+    except (CheckpointMismatchError, CheckpointReadError, PretrainedWeightsError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
-    model.to(args.device).eval()
-
-    ori_hw = image.shape[:2]
-    size = tuple(args.size) if args.size else pipeline_size(cfg, ori_hw)
-    if size is not None and tuple(size) != ori_hw:
-        image_in = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    else:
-        image_in = image
-    inputs = torch.from_numpy(image_in).permute(2, 0, 1).contiguous()
-    sample = SegDataSample(metainfo=dict(ori_shape=ori_hw, img_shape=image_in.shape[:2], img_path=args.image))
-    with torch.no_grad():
-        result = model.test_step(dict(inputs=[inputs], data_samples=[sample]))[0]
+    result = inference_model(model, image, size=tuple(args.size) if args.size else None)
 
     stem = osp.splitext(osp.basename(args.image))[0]
     maps, written = {}, []
@@ -106,8 +65,9 @@ def main() -> int:
     panel_path = osp.join(args.out_dir, f'{stem}_panel.png')
     save_panel(panel_path, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), maps)
     written.append(panel_path)
-    print(f'resized {ori_hw[0]}x{ori_hw[1]} -> {image_in.shape[0]}x{image_in.shape[1]}' if image_in is not image
-          else f'kept the image size {ori_hw[0]}x{ori_hw[1]}')
+    (ori_h, ori_w), (in_h, in_w) = result.ori_shape, result.img_shape
+    print(f'resized {ori_h}x{ori_w} -> {in_h}x{in_w}' if (in_h, in_w) != (ori_h, ori_w)
+          else f'kept the image size {ori_h}x{ori_w}')
     for path in written:
         print(path)
     return 0

@@ -28,7 +28,8 @@ from .spectrum_batch import batched_spectra, capture_spectra, compute_spectra, u
 from .svd_cache import SVDCache
 
 __all__ = [
-    'AdapterLayer', 'AdapterConfig', 'ByteMaskDropout', 'DiTASKLinear', 'DiTASKMultiheadAttention', 'LoRALinear', 'MTLoRALinear', 'MergedTaskLinear', 'SVDCache',
-    'adapter_layers', 'adapter_task', 'batched_spectra', 'capture_spectra', 'compute_spectra', 'inject_adapters', 'merge_adapters',
+    'AdapterLayer', 'AdapterConfig', 'ByteMaskDropout', 'DiTASKLinear', 'DiTASKMultiheadAttention', 'LoRALinear',
+    'MTLoRALinear', 'MergedTaskLinear', 'SVDCache', 'adapter_layers', 'adapter_task', 'batched_spectra',
+    'capture_spectra', 'compute_spectra', 'inject_adapters', 'merge_adapters',
     'set_trainable', 'use_spectra'
 ]

@@ -5,7 +5,8 @@ to adapt by regular expression on their qualified names (``re.fullmatch``,
 as printed by ``model.named_modules()``), and optional per-pattern overrides,
 in the spirit of peft's ``target_modules`` and ``rank_pattern``. Example, a
 shared DiTASK transform on every linear of mmseg's Swin with q, k and v
-split, and task transforms on the last block of each stage::
+split, and task transforms on the last block of each stage (tessellations 64
+and 4 are the paper's; ``configs/_base_/models/ditask_swin-t.py`` sets them)::
 
     AdapterConfig(
         adapter=dict(type='DiTASKLinear', tessellation_size=64),

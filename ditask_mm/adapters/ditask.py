@@ -5,7 +5,7 @@ A frozen weight ``W = U · diag(σ) · Vᵀ`` is replaced by
 spectrum moves, through a 1-D CPAB diffeomorphism φ_θ (``ditask_mm.cpab``).
 Each layer has one shared θ and, optionally, one θ per task; every
 transform acts on the pretrained spectrum (task transforms do not compose with
-the shared one), as in the public code (shared/docs/method.md §2.2).
+the shared one), as in the public code (``docs/fidelity.md``).
 
 Two ways to apply φ_θ to the spectrum (``spectrum_mode``):
 
@@ -72,9 +72,6 @@ class DiTASKLinear(AdapterLayer):
             main-path dropout it changes nothing.
         spectrum_mode: ``'resample'`` (default, public code) or ``'value'``
             (paper Eq. 6); see the module docstring.
-        recompute_svd: Recompute the SVD of the frozen weight on every call,
-            as the public code does. Same results, much slower: it exists to
-            measure what the cache saves (``tools/benchmarks``).
         compute_mode: How the forward applies ``W_θ``: ``'dense'`` rebuilds
             the matrix and runs one GEMM; ``'factored'`` computes
             ``((x·Vᵀ)⊙σ')·Uᵀ`` and never forms it; ``'auto'`` (default)
@@ -97,7 +94,6 @@ class DiTASKLinear(AdapterLayer):
                  main_path_dropout: float = 0.0,
                  task_paths_share_dropout: bool = False,
                  spectrum_mode: str = 'resample',
-                 recompute_svd: bool = False,
                  compute_mode: str = 'auto') -> None:
         super().__init__(base_layer, tasks)
         if spectrum_mode not in SPECTRUM_MODES:
@@ -110,7 +106,6 @@ class DiTASKLinear(AdapterLayer):
             raise ValueError('a DiTASKLinear with shared=False needs at least one task')
         self.num_splits = num_splits
         self.spectrum_mode = spectrum_mode
-        self.recompute_svd = recompute_svd
         if compute_mode not in COMPUTE_MODES:
             raise ValueError(f'compute_mode must be one of {COMPUTE_MODES}, got {compute_mode!r}')
         self.compute_mode = compute_mode
@@ -193,8 +188,6 @@ class DiTASKLinear(AdapterLayer):
         self.check_task(task)
         if self.precomputed_spectra is not None and task in self.precomputed_spectra:
             return self.precomputed_spectra[task]
-        if self.recompute_svd:
-            self.svd.refresh(self.weight)
         _, S, _ = self.svd.get(self.weight)
         transform, theta = self._transform_and_theta(task)
         if transform is None:
@@ -212,7 +205,7 @@ class DiTASKLinear(AdapterLayer):
         the weight changes, so inference builds each weight once.
         """
         self.check_task(task)
-        use_cache = not self.training and not torch.is_grad_enabled() and not self.recompute_svd
+        use_cache = not self.training and not torch.is_grad_enabled()
         if use_cache:
             key = self._eval_key(task)
             hit = self._eval_weights.get(task)
@@ -278,7 +271,7 @@ class DiTASKLinear(AdapterLayer):
             return self.compute_mode == 'factored'
         _, theta = self._transform_and_theta(task)
         needs_grad = torch.is_grad_enabled() and theta.requires_grad
-        if not needs_grad and not self.training and not self.recompute_svd:
+        if not needs_grad and not self.training:
             return False  # eval: the adapted weight is built once and cached
         rows = self.out_features // self.num_splits
         rank = min(rows, self.in_features)

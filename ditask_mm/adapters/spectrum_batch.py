@@ -15,10 +15,11 @@ exactly, and gradients reach each θ through the same graph.
 
 :func:`batched_spectra` is a context manager: inside it, every DiTASK layer
 of the module reads its precomputed spectra instead of calling CPAB.
-:class:`~ditask_mm.models.segmentors.MultiTaskSegmentor` and
-:class:`~ditask_mm.models.backbones.MultiTaskSwinTransformer` open it around
-their forward when gradients are enabled (in eval without gradients each
-layer already caches its adapted weight).
+:class:`~ditask_mm.models.segmentors.MultiTaskSegmentor` opens it around the
+backbone in ``extract_feat``, the one place it is entered, for every backbone;
+it batches when gradients are enabled (in eval without gradients each layer
+already caches its adapted weight). Code calling a backbone alone opens it
+itself.
 """
 import contextlib
 from collections import defaultdict
@@ -37,9 +38,6 @@ Spectra = Dict[Optional[str], Tensor]
 def compute_spectra(layers: Sequence[DiTASKLinear]) -> Dict[DiTASKLinear, Spectra]:
     """Warped spectra of every path of ``layers``, grouped into batched CPAB calls.
 
-    Layers with ``recompute_svd=True`` are left out (they stand for the public
-    code's per-call cost and keep computing their own).
-
     Args:
         layers: DiTASK layers; their SVD caches are refreshed where stale.
 
@@ -49,8 +47,6 @@ def compute_spectra(layers: Sequence[DiTASKLinear]) -> Dict[DiTASKLinear, Spectr
     """
     groups: Dict[Tuple, List[Tuple[DiTASKLinear, Optional[str], Tensor, Tensor, CPAB1D]]] = defaultdict(list)
     for layer in layers:
-        if layer.recompute_svd:
-            continue
         _, S, _ = layer.svd.get(layer.weight)
         for task, transform, theta in layer.transform_paths():
             key = (transform.tessellation_size, transform.zero_boundary, layer.spectrum_mode, S.shape[-1],

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..precision import autocast_disabled
+
 
 def factored_is_cheaper(tokens: int, rows: int, cols: int, rank: int, needs_grad: bool) -> bool:
     """Whether ``((x·Vhᵀ)⊙σ')·Uᵀ`` costs fewer FLOPs than rebuilding ``W'``.
@@ -91,7 +93,7 @@ class SVDCache(nn.Module):
                              'equal blocks')
         blocks = weight.detach().to(svd_dtype(weight.dtype))
         blocks = blocks.reshape(self.num_splits, out_features // self.num_splits, weight.shape[1])
-        with torch.autocast(device_type=weight.device.type, enabled=False):
+        with autocast_disabled(weight.device):
             if blocks.shape[-2] < blocks.shape[-1]:
                 # wide blocks: LAPACK is markedly faster on the tall transpose
                 Ut, S, Vht = torch.linalg.svd(blocks.transpose(-1, -2), full_matrices=False)
@@ -117,7 +119,7 @@ class SVDCache(nn.Module):
         Returns:
             The ``(out, in)`` matrix in the cache dtype (autocast disabled).
         """
-        with torch.autocast(device_type=self.U.device.type, enabled=False):
+        with autocast_disabled(self.U.device):
             blocks = torch.matmul(self.U * singular_values.to(self.U.dtype).unsqueeze(-2), self.Vh)
         return blocks.reshape(-1, blocks.shape[-1])
 

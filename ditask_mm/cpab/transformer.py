@@ -18,29 +18,18 @@ dtype. The basis is used in the compute dtype, rounded once from its exact
 float64 values (so float64 inputs get the exact basis even when the module's
 buffer is float32).
 """
-import contextlib
 import functools
 from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from ..precision import autocast_disabled, compute_dtype
 from .basis import rref_basis, theta_dim
 from .integration import integrate_closed_form
 from .interpolation import resample_at_indices
 
 __all__ = ['CPAB1D']
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def _autocast_off(device: torch.device):
-    """A context that disables autocast for ``device`` (no-op if unsupported)."""
-    is_available = getattr(torch.amp, 'is_autocast_available', None)  # torch >= 2.4
-    if is_available(device.type) if is_available else device.type in ('cpu', 'cuda'):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
-
 
 def _check_tensor(name: str, value: Tensor) -> None:
     if not isinstance(value, Tensor):
@@ -52,8 +41,8 @@ def _check_tensor(name: str, value: Tensor) -> None:
 
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
-    dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors])
-    return torch.float32 if dtype in _LOW_PRECISION else dtype
+    """The promoted dtype of ``tensors``, upcast to fp32 if it is fp16/bf16."""
+    return compute_dtype(functools.reduce(torch.promote_types, [t.dtype for t in tensors]))
 
 
 def _batch_size(theta: Tensor, other: Tensor, other_name: str) -> int:
@@ -180,7 +169,7 @@ class CPAB1D(nn.Module):
         if time != time or abs(time) == float('inf'):
             raise ValueError(f'time must be finite, got {time}')
         dtype = _compute_dtype(theta, x)
-        with _autocast_off(theta.device):
+        with autocast_disabled(theta.device):
             phi = self._phi(x.to(dtype), theta.to(dtype), time)
         return phi[0] if x.dim() == 1 and theta.dim() == 1 else phi
 
@@ -216,7 +205,7 @@ class CPAB1D(nn.Module):
         if length < 1:
             raise ValueError('s must have at least one sample')
         dtype = _compute_dtype(theta, s)
-        with _autocast_off(theta.device):
+        with autocast_disabled(theta.device):
             grid = torch.linspace(0, 1, out_len, dtype=dtype, device=theta.device)
             phi = self._phi(grid, theta.to(dtype), 1.0)
             # p = phi (k-1), written as base + displacement so that the
@@ -253,7 +242,7 @@ class CPAB1D(nn.Module):
         elif isinstance(vmax, bool) or not isinstance(vmax, (int, float)) or not vmax > 0:
             raise ValueError(f'vmax must be a positive number or a tensor, got {vmax!r}')
         dtype = _compute_dtype(*tensors)
-        with _autocast_off(theta.device):
+        with autocast_disabled(theta.device):
             scale = vmax.to(dtype) if isinstance(vmax, Tensor) else float(vmax)
             u = v.to(dtype) / scale
             if u.dim() > 2:

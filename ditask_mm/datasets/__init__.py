@@ -6,8 +6,9 @@ Importing this package registers :class:`PascalContextMTLDataset`,
 scope. See docs/datasets.md.
 """
 from . import transforms  # noqa: F401  (registers the transforms)
+from .base_multitask import BaseMultiTaskDataset
 from .nyud_mtl import NYUDMTLDataset
-from .pascal_context_mtl import BaseMultiTaskDataset, PascalContextMTLDataset
+from .pascal_context_mtl import PascalContextMTLDataset
 from .pascal_parts import MalformedFileError
 from .sample_errors import CorruptImageError, SampleErrorsMixin, SkippedSampleError
 

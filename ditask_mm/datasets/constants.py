@@ -2,12 +2,12 @@
 
 The reference code derives some of these at run time from its
 ``data/db_info/*.json`` files, which belong to the reference repositories and
-are not shipped here. The derived facts are embedded instead
-(shared/docs/data-and-metrics.md, Appendix B and §1.3, §1.4.2, §2.1).
+are not shipped here. The derived facts are embedded instead (docs/datasets.md
+describes what each task reads).
 """
-from typing import Dict, FrozenSet, List, Tuple
+from typing import Dict, FrozenSet, Tuple
 
-Palette = List[Tuple[int, int, int]]
+import numpy as np
 
 #: The 21 PASCAL semseg classes, index = label value (0 = background).
 PASCAL_CLASSES: Tuple[str, ...] = (
@@ -71,24 +71,38 @@ PASCAL_TASKS: Tuple[str, ...] = ('semseg', 'human_parts', 'sal', 'normals', 'edg
 NYUD_TASKS: Tuple[str, ...] = ('semseg', 'depth', 'normals', 'edge')
 
 
-def voc_palette(num: int) -> Palette:
-    """The VOC colour map (bit-interleaved RGB), first ``num`` entries."""
-    palette = []
+def voc_palette(num: int) -> np.ndarray:
+    """The PASCAL VOC colour map, its first ``num`` entries as a ``(num, 3)`` RGB ``uint8`` array.
+
+    The colours interleave the label's bits: bit ``3j`` of the label goes to
+    bit ``7 - j`` of red, bit ``3j + 1`` to green and bit ``3j + 2`` to blue
+    (label 15, ``person``, is ``(192, 128, 128)``).
+
+    Args:
+        num: Number of colours (labels ``0 .. num - 1``), at least 0.
+
+    Raises:
+        ValueError: If ``num`` is not a non-negative int.
+    """
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 0:
+        raise ValueError(f'voc_palette(num): num must be a non-negative int (number of colours), got {num!r}')
+    palette = np.zeros((num, 3), dtype=np.uint8)
     for index in range(num):
-        red = green = blue = 0
-        value = index
+        value, rgb = index, [0, 0, 0]
         for shift in range(7, -1, -1):
-            red |= ((value >> 0) & 1) << shift
-            green |= ((value >> 1) & 1) << shift
-            blue |= ((value >> 2) & 1) << shift
+            for channel in range(3):
+                rgb[channel] |= ((value >> channel) & 1) << shift
             value >>= 3
-            if not value:
-                break
-        palette.append((red, green, blue))
+        palette[index] = rgb
     return palette
 
 
-PASCAL_PALETTE: Palette = voc_palette(21)
-PARTS_PALETTE: Palette = voc_palette(7)
-#: NYUD labels 0..39 use VOC colours 1..40 (black is left for ignore/unlabeled).
-NYUD_PALETTE: Palette = voc_palette(41)[1:]
+#: PASCAL's 21 semseg classes (0 = background, 15 = person → (192, 128, 128)), ``(21, 3)``.
+PASCAL_PALETTE: np.ndarray = voc_palette(21)
+#: The 7 human-part classes (background, head, torso, upper/lower arms, upper/lower legs), ``(7, 3)``.
+PARTS_PALETTE: np.ndarray = voc_palette(7)
+#: NYUD labels 0..39 use VOC colours 1..40 (black is left for ignore/unlabeled), ``(40, 3)``.
+NYUD_PALETTE: np.ndarray = voc_palette(41)[1:]
+for _palette in (PASCAL_PALETTE, PARTS_PALETTE, NYUD_PALETTE):
+    _palette.setflags(write=False)
+del _palette

@@ -1,17 +1,17 @@
 """NYUD_MT (NYUD-v2 multi-task, the ``NYUD_MT.tgz`` Google-Drive archive) as an mmengine dataset.
 
-Layout (shared/docs/data-and-metrics.md §2.1): ``gt_sets/<split>.txt``,
+Layout (docs/datasets.md): ``gt_sets/<split>.txt``,
 ``images/<id>.jpg``, ``segmentation/<id>.png`` (0 = unlabeled, 1..40),
 ``depth/<id>.npy`` (metres, 0 = invalid), ``normals/<id>.npy`` (HxWx3, zero
-vector = invalid) and ``edge/<id>.npy`` ({0,1}). The other NYUD archives of
-§2.2 store different formats and are not read.
+vector = invalid) and ``edge/<id>.npy`` ({0,1}). The other NYUD archives
+store different formats and are not read.
 """
 import os.path as osp
 from typing import List, Tuple
 
 from ..registry import DATASETS
 from .constants import NYUD_CLASSES, NYUD_PALETTE, NYUD_TASKS
-from .pascal_context_mtl import BaseMultiTaskDataset
+from .base_multitask import BaseMultiTaskDataset
 
 
 @DATASETS.register_module()
@@ -23,10 +23,10 @@ class NYUDMTLDataset(BaseMultiTaskDataset):
     ``sem_seg_path`` with ``sem_seg_reduce_zero=True`` (the loader maps
     0 → 255 and k → k−1), ``depth_path``, ``normals_path``, ``edge_path``.
 
-    Args: see :class:`~ditask_mm.datasets.pascal_context_mtl.BaseMultiTaskDataset`.
+    Args: see :class:`~ditask_mm.datasets.base_multitask.BaseMultiTaskDataset`.
     """
 
-    METAINFO = dict(classes=NYUD_CLASSES, palette=[list(c) for c in NYUD_PALETTE])
+    METAINFO = dict(classes=NYUD_CLASSES, palette=NYUD_PALETTE.tolist())
     AVAILABLE_TASKS = NYUD_TASKS
     DEFAULT_TASKS = NYUD_TASKS
     SPLIT_DIR = 'gt_sets'

@@ -1,169 +1,25 @@
 """PASCAL_MT (PASCAL-Context multi-task) as an mmengine dataset.
 
-Reads the layout of shared/docs/data-and-metrics.md §1 and never writes into
+Reads the PASCAL_MT layout of docs/datasets.md and never writes into
 ``data_root``: the has-human-parts flags come from the shipped
 ``ImageSets/Parts/<split>.txt`` cache when it covers the split, otherwise they
 are computed from the ``.mat`` files (and optionally cached in ``cache_dir``).
-:class:`BaseMultiTaskDataset` holds what PASCAL_MT and NYUD_MT share.
+:class:`~ditask_mm.datasets.base_multitask.BaseMultiTaskDataset` holds what
+PASCAL_MT and NYUD_MT share.
 """
-import abc
 import hashlib
 import json
 import os
 import os.path as osp
 import tempfile
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 
 from ..registry import DATASETS
-from ..tasks import TASKS
-from .constants import (PARTS_CLASSES, PARTS_PALETTE, PASCAL_CLASSES, PASCAL_PALETTE, PASCAL_TASKS)
+from .base_multitask import BaseMultiTaskDataset, DirectoryIndex, SplitArg
+from .constants import PARTS_CLASSES, PARTS_PALETTE, PASCAL_CLASSES, PASCAL_PALETTE, PASCAL_TASKS
 from .pascal_parts import MalformedFileError, has_human_parts, object_classes, read_parts_annotation
-from .sample_errors import SampleErrorsMixin
-
-SplitArg = Union[str, Sequence[str]]
-_MAX_LISTED = 5
-
-
-class _DirIndex:
-    """Names in a directory, listed once (cheaper than one stat per file)."""
-
-    def __init__(self) -> None:
-        self._names: Dict[str, frozenset] = {}
-
-    def has(self, path: str) -> bool:
-        folder, name = osp.split(path)
-        if folder not in self._names:
-            try:
-                self._names[folder] = frozenset(os.listdir(folder))
-            except (FileNotFoundError, NotADirectoryError):
-                self._names[folder] = frozenset()
-        return name in self._names[folder]
-
-
-class BaseMultiTaskDataset(SampleErrorsMixin, BaseDataset, metaclass=abc.ABCMeta):
-    """Shared plumbing: task selection, split files, fail-fast file checks, sample errors.
-
-    A sample whose image cannot be decoded raises
-    :class:`~ditask_mm.datasets.sample_errors.CorruptImageError` naming the
-    file, the index and the split; no sample is ever skipped (see
-    :mod:`ditask_mm.datasets.sample_errors`).
-
-    Subclasses set ``METAINFO``, ``AVAILABLE_TASKS``, ``SPLIT_DIR`` and
-    ``LAYOUT`` and implement :meth:`_entries`.
-
-    Args:
-        data_root: The dataset directory (e.g. ``data/PASCAL_MT``).
-        split: Split name (``'train'``, ``'val'``…) or a list of names whose
-            id lists are concatenated in sorted name order, as the public
-            code (it sorts the list): ``['val', 'train']`` reads train, then
-            val, and is named ``'trainval'``.
-        tasks: Tasks to provide; None gives the dataset's default tasks.
-        pipeline: Transforms; start with ``LoadImageFromFile`` and
-            ``LoadMultiTaskAnnotations``.
-        test_mode, metainfo, indices, serialize_data, lazy_init, max_refetch:
-            As :class:`mmengine.dataset.BaseDataset`.
-    """
-
-    AVAILABLE_TASKS: Tuple[str, ...] = ()
-    DEFAULT_TASKS: Tuple[str, ...] = ()
-    SPLIT_DIR = ''
-    LAYOUT = ''
-
-    def __init__(self,
-                 data_root: str,
-                 split: SplitArg = 'train',
-                 tasks: Optional[Sequence[str]] = None,
-                 pipeline: Sequence = (),
-                 test_mode: bool = False,
-                 metainfo: Optional[dict] = None,
-                 indices: Optional[Union[int, Sequence[int]]] = None,
-                 serialize_data: bool = True,
-                 lazy_init: bool = False,
-                 max_refetch: int = 1000) -> None:
-        self.tasks = self.resolve_tasks(tasks)
-        splits = (split,) if isinstance(split, str) else tuple(split)
-        if not splits or not all(isinstance(s, str) and s for s in splits):
-            raise ValueError(f'{type(self).__name__}: split must be a name or a list of names, got {split!r}')
-        self.splits = tuple(sorted(splits))
-        data_root = os.fspath(data_root)
-        if not osp.isdir(data_root):
-            raise FileNotFoundError(f'{type(self).__name__}: data_root {data_root!r} does not exist '
-                                    f'or is not a directory; expected {self.LAYOUT}')
-        metainfo = dict(metainfo or {})
-        metainfo['tasks'] = self.tasks
-        super().__init__(ann_file='', metainfo=metainfo, data_root=data_root, data_prefix={},
-                         indices=indices, serialize_data=serialize_data, pipeline=list(pipeline),
-                         test_mode=test_mode, lazy_init=lazy_init, max_refetch=max_refetch)
-
-    @property
-    def split_name(self) -> str:
-        """The reference's name for the split (``['train', 'val']`` → ``'trainval'``)."""
-        return ''.join(self.splits)
-
-    @classmethod
-    def resolve_tasks(cls, tasks: Optional[Iterable[str]]) -> Tuple[str, ...]:
-        """Validate a task subset against what the dataset provides."""
-        tasks = cls.DEFAULT_TASKS if tasks is None else ((tasks,) if isinstance(tasks, str) else tuple(tasks))
-        for task in tasks:
-            if task not in cls.AVAILABLE_TASKS:
-                kind = 'is not provided by' if task in TASKS else 'is an unknown task for'
-                raise KeyError(f'{task!r} {kind} {cls.__name__}; its tasks are {list(cls.AVAILABLE_TASKS)}')
-        if not tasks:
-            raise ValueError(f'{cls.__name__}: no tasks given; choose from {list(cls.AVAILABLE_TASKS)}')
-        if len(set(tasks)) != len(tasks):
-            raise ValueError(f'{cls.__name__}: duplicate tasks {list(tasks)}')
-        return tasks
-
-    def path(self, *parts: str) -> str:
-        return osp.join(self.data_root, *parts)
-
-    def read_split_ids(self) -> List[str]:
-        """Ids of the split files (sorted by split name), each in file order; blank lines are skipped."""
-        ids: List[str] = []
-        for split in self.splits:
-            split_file = self.path(self.SPLIT_DIR, f'{split}.txt')
-            if not osp.isfile(split_file):
-                folder = self.path(self.SPLIT_DIR)
-                known = sorted(n[:-4] for n in os.listdir(folder) if n.endswith('.txt')) if osp.isdir(folder) else []
-                raise FileNotFoundError(f'{type(self).__name__}: split file {split_file!r} not found '
-                                        f'(splits in {folder!r}: {known}); expected one image id per line')
-            with open(split_file, encoding='utf-8') as f:
-                ids.extend(line.strip() for line in f.read().splitlines() if line.strip())
-        return ids
-
-    def check_files(self, required: List[str]) -> None:
-        """Raise ``FileNotFoundError`` listing the first missing files, if any."""
-        index = _DirIndex()
-        missing = [p for p in required if not index.has(p)]
-        if missing:
-            listed = '\n  '.join(missing[:_MAX_LISTED])
-            more = f'\n  ... and {len(missing) - _MAX_LISTED} more' if len(missing) > _MAX_LISTED else ''
-            raise FileNotFoundError(
-                f'{type(self).__name__}: {len(missing)} file(s) missing in {self.data_root!r} for split '
-                f'{self.split_name!r} and tasks {list(self.tasks)}:\n  {listed}{more}\nexpected {self.LAYOUT}')
-
-    def load_data_list(self) -> List[dict]:
-        ids = self.read_split_ids()
-        entries, required = self._entries(ids)
-        self.check_files(required)
-        entries = self._finish(entries)
-        print_log(f'{type(self).__name__}({self.split_name}): {len(entries)} images, tasks {list(self.tasks)}',
-                  logger='current')
-        return entries
-
-    @abc.abstractmethod
-    def _entries(self, ids: List[str]) -> Tuple[List[dict], List[str]]:
-        raise NotImplementedError
-
-    def _finish(self, entries: List[dict]) -> List[dict]:
-        return entries
-
-    @staticmethod
-    def base_entry(img_path: str, img_id: str) -> dict:
-        return dict(img_path=img_path, img_id=img_id, seg_fields=[], reduce_zero_label=False)
 
 
 @DATASETS.register_module()
@@ -181,11 +37,11 @@ class PascalContextMTLDataset(BaseMultiTaskDataset):
             ``.mat`` files (never inside ``data_root``). None: no cache.
         parts_only_filter: When ``human_parts`` is the only task, drop the
             images without the flag (the reference behaviour).
-        **kwargs: See :class:`BaseMultiTaskDataset`.
+        **kwargs: See :class:`~ditask_mm.datasets.base_multitask.BaseMultiTaskDataset`.
     """
 
-    METAINFO = dict(classes=PASCAL_CLASSES, palette=[list(c) for c in PASCAL_PALETTE],
-                    parts_classes=PARTS_CLASSES, parts_palette=[list(c) for c in PARTS_PALETTE])
+    METAINFO = dict(classes=PASCAL_CLASSES, palette=PASCAL_PALETTE.tolist(),
+                    parts_classes=PARTS_CLASSES, parts_palette=PARTS_PALETTE.tolist())
     AVAILABLE_TASKS = PASCAL_TASKS
     DEFAULT_TASKS = ('semseg', 'human_parts', 'sal', 'normals')
     SPLIT_DIR = osp.join('ImageSets', 'Context')
@@ -206,7 +62,7 @@ class PascalContextMTLDataset(BaseMultiTaskDataset):
         super().__init__(data_root, split, tasks, pipeline, **kwargs)
 
     def _entries(self, ids: List[str]) -> Tuple[List[dict], List[str]]:
-        index = _DirIndex()
+        index = DirectoryIndex()
         entries, required = [], []
         for img_id in ids:
             entry = self.base_entry(self.path('JPEGImages', f'{img_id}.jpg'), img_id)

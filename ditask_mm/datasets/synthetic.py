@@ -8,7 +8,7 @@ texture (stripes, checker or dots, with a class-specific period and
 orientation) are functions of its class, so semseg is learnable from the
 image. Every task's labels come from the same painted layers, so they agree.
 
-The hard cases of shared/docs/data-and-metrics.md §7(b) are placed by a fixed
+The loader's hard cases (docs/datasets.md) are placed by a fixed
 schedule (see :data:`PASCAL_SCENARIOS`): a person with parts, a person
 without parts, no person (and no salient pixel), a person whose mask is
 empty, two overlapping people, and an unlabeled LabelMap strip; VOC12
@@ -205,7 +205,7 @@ def _pascal_image(img_id: str, index: int, size: Tuple[int, int], rng, root: str
     if voc12:  # VOC-style void (255) on class borders; this file takes precedence
         semseg = semseg.copy()
         semseg[_neighbour_differs(semseg)] = 255
-        palette = [v for rgb in voc_palette(256)[:255] for v in rgb] + [224, 224, 192]
+        palette = voc_palette(255).reshape(-1).tolist() + [224, 224, 192]
         _save_png(osp.join(root, 'semseg', 'VOC12', f'{img_id}.png'), semseg, palette)
     _save_mat(osp.join(root, 'human_parts', f'{img_id}.mat'), {'anno': _anno(img_id, mat_objects)})
     _save_png(osp.join(root, 'normals_distill', f'{img_id}.png'), normals_png)

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 from mmengine.config import Config, DictAction
 
 from .schedule import fit_schedule_to_run_length
+from .task_config import resolve_tasks
 
 
 def _replace_none_parents(cfg: Config, key: str) -> None:
@@ -39,6 +40,11 @@ def load_run_config(config: str, cfg_options: Optional[Sequence[str]] = None, la
         launcher: ``'none'``, ``'pytorch'``, ``'slurm'`` or ``'mpi'``.
         work_dir: Command-line work dir; it wins over the config's, which
             wins over ``./work_dirs/<config name>``.
+
+    The task list is settled last (:func:`~ditask_mm.engine.task_config.resolve_tasks`):
+    the top-level ``tasks`` (``--cfg-options "tasks=['semseg','sal']"``
+    included) goes to the model, the datasets and the evaluators, and a part
+    naming other tasks raises ``ValueError`` here, before any runner exists.
     """
     cfg = Config.fromfile(config)
     if cfg_options:
@@ -59,4 +65,4 @@ def load_run_config(config: str, cfg_options: Optional[Sequence[str]] = None, la
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
     cfg.setdefault('runner_type', 'CheckedRunner')
-    return cfg
+    return resolve_tasks(cfg)

@@ -13,50 +13,71 @@ mmengine's ``Runner`` has three gaps that give wrong numbers or lose a run:
 :class:`CheckedRunner` checks the file first (it must be readable and fit the
 model), puts an adapter-only checkpoint on top of the config's pretrained
 weights (:mod:`ditask_mm.models.model_checkpoint`), and on ``--resume`` takes
-the newest checkpoint that reads, saying which it skipped.
+the newest checkpoint that reads, saying which it skipped. Whether a file
+fits is decided by :func:`ditask_mm.models.checkpoint_fit.check_checkpoint_fits`
+(importable from here and from :mod:`ditask_mm.engine`). Its logger keeps
+mmengine's per-parameter lines at DEBUG (:mod:`.log_filter`).
+
+``CheckedRunner.from_cfg`` first gives the model, the datasets and the
+evaluators the config's one task list (:func:`.task_config.resolve_tasks`), so
+a mismatch fails before anything is built, naming both lists.
 """
 import os.path as osp
-from typing import Any, Optional
+from typing import Optional
 
 import torch
+from mmengine.config import Config
+from mmengine.logging import MMLogger
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
-from ..models.adapter_checkpoint import (ADAPTER_ONLY, describe_mismatch, read_checkpoint, split_checkpoint,
-                                         state_dict_mismatches)
-from ..models.checkpoint_file import CheckpointReadError, load_checkpoint_file
+from ..models.checkpoint_file import CheckpointContents, CheckpointReadError, read_checkpoint
+from ..models.checkpoint_fit import check_checkpoint_fits
 from ..models.model_checkpoint import checkpoint_has_training_state, is_adapter_only, load_model_checkpoint
 from ..registry import RUNNERS
+from .log_filter import init_info_at_debug, install_log_filter, optimizer_summary
 from .schedule import whole_iteration_schedule
+from .task_config import resolve_tasks
 from .work_dir import resume_candidates
 
-
-def check_checkpoint_fits(model: torch.nn.Module, filename: str, checkpoint: Optional[Any] = None) -> None:
-    """Raise ``RuntimeError`` if ``filename`` does not fit ``model``.
-
-    A full checkpoint must provide every model key with the same shape; an
-    adapter-only checkpoint (``meta.kind == 'adapter_only'``) must hold only
-    model keys with the same shapes. Either must hold at least one tensor.
-    """
-    state, meta = read_checkpoint(filename) if checkpoint is None else split_checkpoint(checkpoint, filename)
-    if not state:
-        raise RuntimeError(f'checkpoint {filename} holds no tensors; expected a state_dict of this model')
-    module = getattr(model, 'module', model)
-    missing, unexpected, shapes = state_dict_mismatches(module.state_dict(), state)
-    if meta.get('kind') == ADAPTER_ONLY:
-        missing = []
-    if missing or unexpected or shapes:
-        raise RuntimeError(describe_mismatch(filename, missing, unexpected, shapes) +
-                           '\nUse the config the checkpoint was trained with, or convert the checkpoint.')
+__all__ = ['CheckedRunner', 'check_checkpoint_fits']
 
 
 @RUNNERS.register_module()
 class CheckedRunner(Runner):
     """``Runner`` whose checkpoint loading is checked (see the module docstring)."""
 
+    @classmethod
+    def from_cfg(cls, cfg: Config) -> 'CheckedRunner':
+        """``Runner.from_cfg`` after :func:`~.task_config.resolve_tasks` (idempotent: the tools call it too)."""
+        return super().from_cfg(resolve_tasks(cfg))
+
     def _bare_model(self) -> torch.nn.Module:
         return self.model.module if is_model_wrapper(self.model) else self.model
+
+    def build_logger(self, *args, **kwargs) -> MMLogger:
+        """``Runner.build_logger``, with mmengine's per-parameter lines demoted to DEBUG (:mod:`.log_filter`)."""
+        logger = super().build_logger(*args, **kwargs)
+        self._log_filter = install_log_filter(logger)
+        return logger
+
+    def _init_model_weights(self) -> None:
+        """``Runner._init_model_weights``, with the per-parameter initialisation table at DEBUG."""
+        with init_info_at_debug(self._bare_model()):
+            super()._init_model_weights()
+
+    def build_optim_wrapper(self, optim_wrapper):
+        """``Runner.build_optim_wrapper``; the per-parameter lines it causes become one INFO line."""
+        log_filter = getattr(self, '_log_filter', None)
+        if log_filter is None:
+            return super().build_optim_wrapper(optim_wrapper)
+        log_filter.reset()
+        built = super().build_optim_wrapper(optim_wrapper)
+        summary = optimizer_summary(log_filter.counts)
+        if summary:
+            self.logger.info(summary)
+        return built
 
     def build_param_scheduler(self, scheduler):
         """``Runner.build_param_scheduler``, with fractional epoch bounds rounded to whole iterations first."""
@@ -70,16 +91,16 @@ class CheckedRunner(Runner):
             scheduler = whole_iteration_schedule(scheduler, epoch_length, self.logger)
         return super().build_param_scheduler(scheduler)
 
-    def _read_checkpoint(self, filename: str) -> Any:
-        """The content of ``filename`` (on the CPU), read once per file version."""
+    def _read_checkpoint(self, filename: str) -> CheckpointContents:
+        """The contents of ``filename`` (on the CPU), read once per file version."""
         key = (osp.realpath(filename), osp.getmtime(filename), osp.getsize(filename)) if osp.isfile(filename) \
             else None
         cached = getattr(self, '_checkpoint_cache', None)
         if key is not None and cached is not None and cached[0] == key:
             return cached[1]
-        checkpoint = load_checkpoint_file(filename, map_location='cpu')
-        self._checkpoint_cache = (key, checkpoint) if key is not None else None
-        return checkpoint
+        contents = read_checkpoint(filename, map_location='cpu')
+        self._checkpoint_cache = (key, contents) if key is not None else None
+        return contents
 
     def load_checkpoint(self, filename: str, map_location='cpu', strict: bool = False,
                         revise_keys=[(r'^module.', '')]):
@@ -87,15 +108,15 @@ class CheckedRunner(Runner):
 
         Same arguments and return value as ``Runner.load_checkpoint``; the file
         is always read to the CPU (the model's parameters keep their device).
+        One INFO line names the file (the adapter loader's for an adapter-only one).
         """
-        checkpoint = self._read_checkpoint(filename)
+        contents = self._read_checkpoint(filename)
         self._checkpoint_cache = None
-        check_checkpoint_fits(self.model, filename, checkpoint)
-        _, meta = split_checkpoint(checkpoint, filename)
+        check_checkpoint_fits(self.model, filename, contents)
+        checkpoint = contents.raw
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
-        if is_adapter_only(meta):
-            load_model_checkpoint(self._bare_model(), filename, checkpoint=checkpoint, logger=self.logger)
-            self.logger.info(f'Load adapter-only checkpoint from {filename} on top of the pretrained weights')
+        if is_adapter_only(contents.meta):
+            load_model_checkpoint(self._bare_model(), filename, checkpoint=contents, logger=self.logger)
         else:
             checkpoint = _load_checkpoint_to_model(self._bare_model(), checkpoint, strict, revise_keys=revise_keys)
             self.logger.info(f'Load checkpoint from {filename}')
@@ -105,9 +126,9 @@ class CheckedRunner(Runner):
     def resume(self, filename: str, resume_optimizer: bool = True, resume_param_scheduler: bool = True,
                map_location='default') -> None:
         """``Runner.resume``, refusing checkpoints without a training state with what to do instead."""
-        checkpoint = self._read_checkpoint(filename)
-        if not checkpoint_has_training_state(checkpoint):
-            _, meta = split_checkpoint(checkpoint, filename)
+        contents = self._read_checkpoint(filename)
+        if not checkpoint_has_training_state(contents.raw):
+            meta = contents.meta
             what = 'an adapter-only checkpoint' if is_adapter_only(meta) else 'a checkpoint'
             raise RuntimeError(
                 f'--resume {filename}: {what} without the training state (epoch, iteration, message hub, '
@@ -126,11 +147,11 @@ class CheckedRunner(Runner):
                                     'earlier checkpoint')
                 continue
             try:
-                checkpoint = self._read_checkpoint(path)
+                contents = self._read_checkpoint(path)
             except CheckpointReadError as err:
                 self.logger.warning(f'--resume: skipping {path}: {err}')
                 continue
-            if not checkpoint_has_training_state(checkpoint):
+            if not checkpoint_has_training_state(contents.raw):
                 self.logger.warning(f'--resume: skipping {path}: it holds no training state')
                 continue
             return path

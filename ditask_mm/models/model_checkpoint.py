@@ -25,8 +25,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 import torch.nn as nn
 from mmengine.logging import MMLogger
 
-from .adapter_checkpoint import ADAPTER_ONLY, check_full_checkpoint, load_adapter_checkpoint, split_checkpoint
-from .checkpoint_file import load_checkpoint_file
+from .adapter_checkpoint import load_adapter_checkpoint
+from .checkpoint_file import CheckpointContents, checkpoint_contents, read_checkpoint
+from .checkpoint_fit import ADAPTER_ONLY, check_checkpoint_fits
 
 #: Relative tolerance of the frozen-weight digest (CPU and GPU loads agree far closer).
 DIGEST_RTOL = 1e-4
@@ -127,8 +128,10 @@ def ensure_pretrained_loaded(model: nn.Module, path: str, meta: Mapping, adapter
                 '(model.backbone.init_cfg.checkpoint), which do not exist.' + _pretrained_hint(meta) +
                 ' Put that file there, set model.backbone.init_cfg.checkpoint to where it is, or use the full '
                 'checkpoint.')
+        from ..engine.log_filter import init_info_at_debug  # lazy: ditask_mm.engine imports this module
         logger.info(f'{osp.basename(path)} is adapter-only: loading the pretrained weights {needed} under it')
-        model.init_weights()
+        with init_info_at_debug(model):
+            model.init_weights()
     recorded = meta.get('frozen_digest')
     if recorded:
         bad = digest_mismatches(recorded, frozen_digest(model, exclude=adapter_keys))
@@ -149,7 +152,8 @@ def load_model_checkpoint(model: nn.Module, path: str, checkpoint: Optional[Any]
     Args:
         model: The built model (not a DDP wrapper).
         path: The checkpoint file.
-        checkpoint: Its content when already read.
+        checkpoint: Its content when already read (a ``CheckpointContents``
+            or the object the file holds).
         logger: Where to report; default: the current ``MMLogger``.
 
     Returns:
@@ -162,15 +166,16 @@ def load_model_checkpoint(model: nn.Module, path: str, checkpoint: Optional[Any]
         PretrainedWeightsError: See :func:`ensure_pretrained_loaded`.
     """
     if checkpoint is None:
-        checkpoint = load_checkpoint_file(path)
-    state_dict, meta = split_checkpoint(checkpoint, path)
-    if is_adapter_only(meta):
-        ensure_pretrained_loaded(model, path, meta, state_dict.keys(), logger)
-        load_adapter_checkpoint(model, path, logger=logger, checkpoint=checkpoint)
+        contents: CheckpointContents = read_checkpoint(path)
     else:
-        check_full_checkpoint(model, path, state_dict)
-        model.load_state_dict(state_dict, strict=True)
-    return checkpoint
+        contents = checkpoint_contents(checkpoint, path)
+    if is_adapter_only(contents.meta):
+        ensure_pretrained_loaded(model, path, contents.meta, contents.state_dict.keys(), logger)
+        load_adapter_checkpoint(model, path, logger=logger, checkpoint=contents)
+    else:
+        check_checkpoint_fits(model, path, contents, adapter_only=False)
+        model.load_state_dict(contents.state_dict, strict=True)
+    return contents.raw
 
 
 def checkpoint_has_training_state(checkpoint: Any) -> bool:

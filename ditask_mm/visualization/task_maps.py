@@ -24,6 +24,7 @@ from typing import Optional, Sequence, Tuple, Union
 import matplotlib
 import numpy as np
 
+from ..datasets.constants import NYUD_PALETTE, PARTS_PALETTE, PASCAL_PALETTE, voc_palette
 from ..tasks import task_spec
 
 try:  # torch is optional here: the functions also take numpy arrays
@@ -38,31 +39,12 @@ IGNORE_INDEX = 255
 BLACK: Color = (0, 0, 0)
 
 
-def voc_palette(num: int) -> np.ndarray:
-    """The PASCAL VOC colour map (bit-interleaved label bits), ``(num, 3)`` RGB ``uint8``.
-
-    Bit ``3j`` of the label goes to bit ``7 - j`` of red, bit ``3j + 1`` to
-    green, bit ``3j + 2`` to blue.
-    """
-    palette = np.zeros((num, 3), dtype=np.uint8)
-    for index in range(num):
-        value, rgb = index, [0, 0, 0]
-        for shift in range(7, -1, -1):
-            for channel in range(3):
-                rgb[channel] |= ((value >> channel) & 1) << shift
-            value >>= 3
-        palette[index] = rgb
-    return palette
-
-
+# The palettes are the datasets' (read-only ``(K, 3)`` RGB ``uint8`` arrays);
+# ``NYUD_PALETTE`` (the 40 NYUD-v2 classes, VOC colours 1..40) is imported as is.
 #: PASCAL 21-class semseg (0 = background, 15 = person → (192, 128, 128)).
-VOC_PALETTE: np.ndarray = voc_palette(21)
+VOC_PALETTE: np.ndarray = PASCAL_PALETTE
 #: The 7 human-part classes: background, head, torso, upper/lower arms, upper/lower legs.
-HUMAN_PARTS_PALETTE: np.ndarray = voc_palette(7)
-#: NYUD-v2's 40 classes (labels 0..39): VOC colours 1..40, none black.
-NYUD_PALETTE: np.ndarray = voc_palette(41)[1:]
-for _palette in (VOC_PALETTE, HUMAN_PARTS_PALETTE, NYUD_PALETTE):
-    _palette.setflags(write=False)
+HUMAN_PARTS_PALETTE: np.ndarray = PARTS_PALETTE
 
 #: Colormaps used for the continuous maps.
 SALIENCY_CMAP = 'inferno'

@@ -88,7 +88,7 @@ def test_context_makes_one_call_per_group_and_clears(monkeypatch):
     assert len(calls) == 5 + 3
 
 
-def test_context_is_a_noop_without_grad_nested_or_for_per_call_svd(monkeypatch):
+def test_context_is_a_noop_without_grad_or_nested(monkeypatch):
     layers = mixed_layers()
     with torch.no_grad(), batched_spectra(layers) as count:
         assert count == 0 and layers[0].precomputed_spectra is None
@@ -97,9 +97,6 @@ def test_context_is_a_noop_without_grad_nested_or_for_per_call_svd(monkeypatch):
         with batched_spectra(layers) as inner:
             assert inner == 0 and layers[0].precomputed_spectra is spectra
         assert outer == len(layers) and layers[0].precomputed_spectra is spectra
-    layers[0].recompute_svd = True
-    with batched_spectra(layers) as count:
-        assert count == len(layers) - 1 and layers[0].precomputed_spectra is None
 
 
 def test_context_clears_after_an_error():

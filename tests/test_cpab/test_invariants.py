@@ -134,7 +134,7 @@ def test_batch_independence(dtype):
 
 def test_broadcasting_shapes():
     module = CPAB1D(5, False)
-    d, b, n, k, m = module.theta_dim, 3, 7, 9, 4
+    b, n, k, m = 3, 7, 9, 4
     theta1, theta_b = _theta(module, 1, 1.0, 0)[0], _theta(module, b, 1.0, 1)
     x1, x_b = torch.rand(n, dtype=torch.float64), torch.rand(b, n, dtype=torch.float64)
     tp = module.transform_points

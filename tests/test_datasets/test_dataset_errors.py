@@ -12,7 +12,9 @@ from mmengine.registry import DefaultScope
 from PIL import Image
 
 import ditask_mm.datasets.transforms.loading as loading
-from ditask_mm.datasets import MalformedFileError, NYUDMTLDataset, PascalContextMTLDataset, synthetic
+from ditask_mm.datasets import (BaseMultiTaskDataset, MalformedFileError, NYUDMTLDataset, PascalContextMTLDataset,
+                                synthetic)
+from ditask_mm.datasets import base_multitask
 from ditask_mm.datasets.transforms import LoadMultiTaskAnnotations
 from ditask_mm.registry import DATASETS
 
@@ -27,6 +29,15 @@ def nyud_dataset(*args, **kwargs):
 
 
 PIPELINE = [LoadImageFromFile(), LoadMultiTaskAnnotations()]
+
+
+def test_base_class_lives_in_its_own_module_and_stays_public(tmp_path):
+    assert BaseMultiTaskDataset is base_multitask.BaseMultiTaskDataset
+    assert BaseMultiTaskDataset.__module__ == 'ditask_mm.datasets.base_multitask'
+    assert issubclass(PascalContextMTLDataset, BaseMultiTaskDataset)
+    assert issubclass(NYUDMTLDataset, BaseMultiTaskDataset)
+    with pytest.raises(TypeError, match='abstract'):
+        BaseMultiTaskDataset(str(tmp_path))  # a subclass must list the files (_entries)
 
 
 @pytest.fixture(scope='module')

@@ -6,12 +6,14 @@ import pickle
 import numpy as np
 import pytest
 
-from ditask_mm.evaluation import PASCAL_STL_BASELINES, MultiTaskMetric, delta_m
+from ditask_mm.evaluation import MultiTaskMetric, delta_m
 from ditask_mm.registry import METRICS
 
 from . import LogCapture, make_sample, run_metric
 
 ALL_TASKS = ['semseg', 'human_parts', 'sal', 'edge', 'normals', 'depth']
+#: The PASCAL single-task Swin-T baselines (configs/_base_/datasets/pascal_mtl.py holds the config copy).
+PASCAL_BASELINES = dict(semseg=67.21, human_parts=61.93, sal=62.35, normals=17.97)
 WORKED_EXAMPLE = {'semseg.mIoU': 68.00, 'human_parts.mIoU': 60.00, 'sal.mIoU': 64.00, 'normals.mean': 17.00}
 
 
@@ -90,12 +92,13 @@ def test_missing_prediction_raises_naming_the_file():
 # ------------------------------------------------------------------- Δm
 
 def test_delta_m_worked_example():
-    metric = MultiTaskMetric(tasks=['semseg', 'human_parts', 'sal', 'normals'], baselines=PASCAL_STL_BASELINES)
+    metric = MultiTaskMetric(tasks=['semseg', 'human_parts', 'sal', 'normals'], baselines=PASCAL_BASELINES)
     assert metric.compute_delta_m(WORKED_EXAMPLE) == pytest.approx(1.5258, abs=1e-4)
     terms = [(68 - 67.21) / 67.21, (60 - 61.93) / 61.93, (64 - 62.35) / 62.35, -(17 - 17.97) / 17.97]
     assert metric.compute_delta_m(WORKED_EXAMPLE) == pytest.approx(100 * sum(terms) / 4, abs=1e-12)
-    assert MultiTaskMetric(tasks=list(PASCAL_STL_BASELINES), baselines='pascal').compute_delta_m(
-        WORKED_EXAMPLE) == pytest.approx(1.5258, abs=1e-4)
+    # the 'pascal' shortcut is gone: the numbers live in the dataset config, and the error says where
+    with pytest.raises(ValueError, match='pascal_mtl.py'):
+        MultiTaskMetric(tasks=list(PASCAL_BASELINES), baselines='pascal')
 
 
 @pytest.mark.parametrize('units', ['auto', 'fraction'])
@@ -132,9 +135,16 @@ def test_delta_m_with_another_metric_and_override():
         bad.compute_delta_m({'normals.mean': 18.0})
 
 
-def test_baseline_of_a_task_not_evaluated_raises_and_tasks_without_baseline_are_left_out():
-    with pytest.raises(KeyError, match='depth'):
-        MultiTaskMetric(tasks=['semseg', 'normals'], baselines=dict(semseg=67.21, depth=0.6))
+def test_baselines_of_other_tasks_are_ignored_unknown_ones_raise_and_tasks_without_are_left_out():
+    # a dataset config holds the baselines of all its tasks; a run of some of them uses theirs only
+    subset = MultiTaskMetric(tasks=['semseg', 'normals'], baselines=PASCAL_BASELINES)
+    assert set(subset.baselines) == {'semseg', 'normals'}
+    expected = 100 * ((68 - 67.21) / 67.21 - (17 - 17.97) / 17.97) / 2
+    assert subset.compute_delta_m(WORKED_EXAMPLE) == pytest.approx(expected, abs=1e-12)
+    only_other = MultiTaskMetric(tasks=['edge'], baselines=dict(semseg=67.21, depth=0.6))
+    assert only_other.baselines == {}  # nothing of this run's tasks: no delta_m, as with baselines=None
+    with pytest.raises(KeyError, match=r"unknown task\(s\) \['segmentation'\]"):
+        MultiTaskMetric(tasks=['semseg', 'normals'], baselines=dict(semseg=67.21, segmentation=0.6))
     metric = MultiTaskMetric(tasks=['semseg', 'normals'], baselines=dict(semseg=50.0))
     with LogCapture() as log:
         value = metric.compute_delta_m({'semseg.mIoU': 55.0, 'normals.mean': 99.0})

@@ -22,10 +22,7 @@ data_root = '{data}'
 img_size = (64, 64)
 model = dict(backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
                            window_size=4, pretrain_img_size=64),
-             decode_heads=dict(semseg=dict(projection_channels=(4, 4, 4, 4)),
-                               human_parts=dict(projection_channels=(4, 4, 4, 4)),
-                               sal=dict(projection_channels=(4, 4, 4, 4)),
-                               normals=dict(projection_channels=(4, 4, 4, 4))))
+             decode_head=dict(projection_channels=(4, 4, 4, 4)))  # the template of every task's head
 train_pipeline = [
     dict(type='LoadImageFromFile'), dict(type='LoadMultiTaskAnnotations'),
     dict(type='RandomFlipMTL', prob=0.5), dict(type='ScaleRotateMTL', rotation=(-10, 10), scale=(0.9, 1.1)),

@@ -72,3 +72,45 @@ def test_ablate_train_step_smoke():
     rows = [line for line in proc.stdout.splitlines() if line.startswith('| paper') or line.startswith('| clean')]
     assert [row.split('|')[1].strip() for row in rows] == ['paper, torch dropout', 'clean, spectra per layer']
     assert all(float(row.split('|')[3]) > 0 for row in rows)  # FLOPs were counted
+
+
+def load_bench_utils():
+    """``tools/benchmarks/bench_utils.py`` as a module (the scripts import it from their own folder)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('bench_utils', REPO / 'tools/benchmarks/bench_utils.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_per_call_svd_layer_recomputes_every_svd_and_matches_the_cached_layer():
+    import copy
+
+    import torch
+    import torch.nn as nn
+
+    from ditask_mm.adapters import DiTASKLinear, batched_spectra
+    from ditask_mm.registry import MODELS
+    per_call_class = load_bench_utils().per_call_svd_layer_class()
+    assert MODELS.get('PerCallSVDDiTASKLinear') is per_call_class
+    torch.manual_seed(0)
+    base = nn.Linear(12, 24)
+    kwargs = dict(tessellation_size=8, tasks=['a'], task_tessellation_size=4, num_splits=3, theta_init='kaiming')
+    torch.manual_seed(1)
+    cached = DiTASKLinear(copy.deepcopy(base), **kwargs)
+    torch.manual_seed(1)
+    per_call = per_call_class(copy.deepcopy(base), **kwargs)
+    x = torch.randn(5, 12)
+    for layer in (cached, per_call):
+        layer(x)  # first call: both compute the SVD
+    before = cached.svd.num_refreshes, per_call.svd.num_refreshes
+    for task in (None, 'a', None):
+        torch.testing.assert_close(per_call(x, task=task), cached(x, task=task), rtol=0, atol=0)
+    assert cached.svd.num_refreshes == before[0] and per_call.svd.num_refreshes == before[1] + 3
+    cached.eval(), per_call.eval()
+    with torch.no_grad():  # eval: the cached layer keeps its weight, the per-call one rebuilds it every call
+        torch.testing.assert_close(per_call(x), cached(x), rtol=1e-5, atol=1e-6)  # factored or dense: rounding
+        per_call(x)
+    assert per_call.svd.num_refreshes == before[1] + 5 and not per_call._eval_weights
+    with batched_spectra(nn.ModuleList([cached, per_call])) as count:  # left out of the batched spectra
+        assert count == 1 and per_call.precomputed_spectra is None and cached.precomputed_spectra is not None

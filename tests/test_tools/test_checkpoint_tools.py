@@ -15,7 +15,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from ditask_mm.adapters import DiTASKLinear, adapter_layers
-from ditask_mm.models.adapter_checkpoint import CheckpointMismatchError, adapter_state_dict, load_adapter_checkpoint
+from ditask_mm.models.adapter_checkpoint import adapter_state_dict, load_adapter_checkpoint
+from ditask_mm.models.checkpoint_fit import CheckpointMismatchError
 from ditask_mm.registry import MODELS
 from ditask_mm.visualization import VOC_PALETTE, render_task_map
 
@@ -199,7 +200,7 @@ def test_plot_spectra_relative_change_is_zero_at_theta_zero(tmp_path, capsys):
     config = dump_config(tmp_path / 'tiny.py', theta_init='zeros')
     proc = run_tool_here(capsys, 'tools/analysis_tools/plot_spectra.py', config, tmp_path / 'model.pth',
                          '--out', tmp_path / 'out',
-                    '--layers', r'stages\.3\.blocks\.(0\.attn|1\.ffn)', '--max-layers', 3)
+                         '--layers', r'stages\.3\.blocks\.(0\.attn|1\.ffn)', '--max-layers', 3)
     assert proc.returncode == 0, proc.stderr
     assert '[3/3]' in proc.stdout
     report = json.loads((tmp_path / 'out/spectra.json').read_text())['layers']

@@ -90,6 +90,6 @@ def test_bad_inputs_fail_fast_with_a_message(tiny_setup):
 def test_nan_loss_stops_training_without_writing_a_checkpoint(tiny_setup):
     root, config = tiny_setup
     work = root / 'nan'
-    proc = train(config, work, '--cfg-options', 'model.loss_weights.semseg=nan', check=False)
+    proc = train(config, work, '--cfg-options', 'model.loss_decode.semseg.loss_weight=nan', check=False)
     assert proc.returncode != 0 and 'non-finite values at iteration 1' in proc.stderr
     assert not list(work.glob('*.pth'))

@@ -117,7 +117,7 @@ def test_resolve_amp_keeps_the_optimizer_settings(monkeypatch):
 def test_nan_guard_says_when_no_checkpoint_exists(setup):
     root, _ = setup
     work = root / 'nan'
-    proc = train(root / 'tiny.py', work, '--cfg-options', 'model.loss_weights.semseg=nan')
+    proc = train(root / 'tiny.py', work, '--cfg-options', 'model.loss_decode.semseg.loss_weight=nan')
     assert proc.returncode != 0 and 'non-finite values at iteration 1' in proc.stderr
     assert f'no checkpoint has been written yet in {work}' in proc.stderr
     assert 'last good' not in proc.stderr and not list(work.glob('*.pth'))

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from ditask_mm.datasets import NYUDMTLDataset, PascalContextMTLDataset
 from ditask_mm.visualization import (HUMAN_PARTS_PALETTE, NYUD_PALETTE, VOC_PALETTE, colorize_depth,
-                                     colorize_labels, make_panel, render_task_map, save_panel)
+                                     colorize_labels, make_panel, render_task_map, save_panel, voc_palette)
 
 
 def luma(rgb):
@@ -49,6 +50,20 @@ def test_human_parts_and_nyud_palettes():
     nyud = render_task_map('semseg', np.array([[0, 39, 255]]), num_classes=40)
     assert tuple(nyud[0, 0]) == tuple(NYUD_PALETTE[0]) != (0, 0, 0)
     assert tuple(nyud[0, 1]) == tuple(NYUD_PALETTE[39]) and tuple(nyud[0, 2]) == (0, 0, 0)
+
+
+def test_datasets_and_visualiser_share_one_read_only_palette():
+    assert PascalContextMTLDataset.METAINFO['palette'] == VOC_PALETTE.tolist()
+    assert PascalContextMTLDataset.METAINFO['parts_palette'] == HUMAN_PARTS_PALETTE.tolist()
+    assert NYUDMTLDataset.METAINFO['palette'] == NYUD_PALETTE.tolist()
+    assert all(type(v) is int for rgb in NYUDMTLDataset.METAINFO['palette'] for v in rgb)  # JSON-safe
+    full = voc_palette(256)
+    assert full.shape == (256, 3) and full.dtype == np.uint8 and len({tuple(c) for c in full}) == 256
+    assert np.array_equal(full[:41], voc_palette(41)) and np.array_equal(full[1:41], NYUD_PALETTE)
+    with pytest.raises(ValueError):
+        VOC_PALETTE[0, 0] = 1  # shared by every user: read-only
+    with pytest.raises(ValueError, match='non-negative int'):
+        voc_palette(-1)
 
 
 # ------------------------------------------------------------------ normals

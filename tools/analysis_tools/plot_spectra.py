@@ -39,33 +39,15 @@ SPLIT_STYLES = ('-', '--', ':')
 
 
 def save_figure(fig, path: str) -> None:
+    """Write ``fig`` to ``path`` atomically and close it."""
     tmp = f'{path}.tmp.png'
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
 
 
-def layer_curves(layer) -> Dict[str, dict]:
-    """``{transform: {'sigma': (splits, k), 'sigma_adapted': ..., 'phi': (201,), 'rel_change': float}}``."""
-    import torch
-    x = torch.linspace(0, 1, 201, dtype=torch.float64)
-    with torch.no_grad():
-        _, sigma, _ = layer.svd.get(layer.weight)
-        sigma = sigma.double()
-        transforms = ([(None, layer.shared_transform, layer.theta_shared)] if layer.shared_transform is not None
-                      else []) + [(t, layer.task_transforms[t], layer.theta_tasks[t]) for t in layer.tasks]
-        curves = {}
-        for task, transform, theta in transforms:
-            adapted = layer.adapted_spectrum(task).double()
-            change = (torch.linalg.vector_norm(adapted - sigma) / torch.linalg.vector_norm(sigma).clamp_min(1e-300))
-            curves['shared' if task is None else task] = dict(
-                sigma=sigma.cpu().numpy(), sigma_adapted=adapted.cpu().numpy(),
-                phi=transform.transform_points(x.to(theta.device), theta.double()).cpu().numpy(),
-                rel_change=float(change))
-    return curves
-
-
 def plot_layer(name: str, layer, curves: Dict[str, dict], path: str) -> None:
+    """Panels (a) spectra and (b) warps of one layer (``curves``: :func:`ditask_mm.analysis.spectrum_curves`)."""
     fig, (ax_s, ax_w) = plt.subplots(1, 2, figsize=(11, 4.2))
     splits = layer.num_splits
     labels = SPLIT_NAMES.get(splits, tuple(f'block {i}' for i in range(splits)) if splits > 1 else ('',))
@@ -101,6 +83,7 @@ def plot_layer(name: str, layer, curves: Dict[str, dict], path: str) -> None:
 
 
 def plot_summary(rows: List[tuple], path: str) -> None:
+    """Bar chart of every transform's relative spectrum change (``rows``: ``(layer, {transform: change})``)."""
     names = [name for name, _ in rows]
     transforms = list(dict.fromkeys(t for _, changes in rows for t in changes))
     height = 0.8 / max(len(transforms), 1)
@@ -132,27 +115,18 @@ def main() -> int:
     parser.add_argument('--max-layers', type=int, help='plot at most this many layers')
     args = parser.parse_args()
 
-    import ditask_mm  # noqa: F401  (compat patches first)
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-
-    import ditask_mm.models  # noqa: F401
     from ditask_mm.adapters import DiTASKLinear, adapter_layers
-    from ditask_mm.models.adapter_checkpoint import (CheckpointMismatchError, check_full_checkpoint,
-                                                     read_checkpoint)
-    from ditask_mm.registry import MODELS
+    from ditask_mm.analysis import spectrum_curves
+    from ditask_mm.apis import init_model
+    from ditask_mm.models.checkpoint_fit import CheckpointMismatchError
+    from ditask_mm.models.checkpoint_file import CheckpointReadError
+    from ditask_mm.models.model_checkpoint import PretrainedWeightsError
 
-    cfg = Config.fromfile(args.config)
-    init_default_scope(cfg.get('default_scope', 'ditask_mm'))
-    model = MODELS.build(cfg.model)
-    state_dict, _ = read_checkpoint(args.checkpoint)
     try:
-        check_full_checkpoint(model, args.checkpoint, state_dict)
-    except CheckpointMismatchError as err:
+        model = init_model(args.config, args.checkpoint)
+    except (CheckpointMismatchError, CheckpointReadError, PretrainedWeightsError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
-    model.load_state_dict(state_dict, strict=True)
-    model.eval()
     pattern = re.compile(args.layers) if args.layers else None
     layers = [(n, m) for n, m in adapter_layers(model)
               if isinstance(m, DiTASKLinear) and (pattern is None or pattern.search(n))]
@@ -164,7 +138,7 @@ def main() -> int:
     os.makedirs(args.out, exist_ok=True)
     rows, report = [], {}
     for i, (name, layer) in enumerate(layers, 1):
-        curves = layer_curves(layer)
+        curves = spectrum_curves(layer)
         png = name.replace('.', '_') + '.png'
         plot_layer(name, layer, curves, osp.join(args.out, png))
         changes = {t: c['rel_change'] for t, c in curves.items()}

@@ -28,15 +28,12 @@ Example::
 import argparse
 import contextlib
 import copy
-import os
 import statistics
 import sys
 import time
 from typing import Callable, List, NamedTuple, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_model import build_model, random_batch  # noqa: E402
-from bench_train_step import CLEAN, DITASK, count_flops  # noqa: E402
+from bench_utils import CLEAN, DITASK, build_model, count_flops, random_batch
 
 FULL_FT = 'configs/baselines/full-ft_swin-t_pascal-mtl.py'
 
@@ -69,16 +66,15 @@ def patched(name: Optional[str]):
     import torch.nn as nn
 
     from ditask_mm.adapters import ditask
-    from ditask_mm.models.backbones import multitask_swin
     from ditask_mm.models.segmentors import multitask_segmentor
     saved = []
     if name == 'torch_dropout':
         saved.append((ditask, 'ByteMaskDropout', ditask.ByteMaskDropout))
         ditask.ByteMaskDropout = nn.Dropout
     elif name == 'per_layer_spectra':
-        for module in (multitask_swin, multitask_segmentor):
-            saved.append((module, 'batched_spectra', module.batched_spectra))
-            module.batched_spectra = lambda _: contextlib.nullcontext(0)
+        # the segmentor's extract_feat is the one place that batches the spectra
+        saved.append((multitask_segmentor, 'batched_spectra', multitask_segmentor.batched_spectra))
+        multitask_segmentor.batched_spectra = lambda _: contextlib.nullcontext(0)
     elif name is not None:
         raise ValueError(f'unknown patch {name!r}')
     try:

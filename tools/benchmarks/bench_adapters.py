@@ -5,10 +5,11 @@ Variants (each run in its own subprocess so peak memory is its own):
 
 * ``ditask``: DiTASKLinear, tessellation 64, cached SVD (ours);
 * ``ditask_per_call_svd``: the same with the SVD recomputed on every call
-  (``recompute_svd=True``): the public code's SVD cost, nothing else;
+  (``bench_utils.per_call_svd_layer_class``): the public code's SVD cost,
+  nothing else;
 * ``public_ditask``: an emulation of everything the public DiTASK layer
   does per call in a block that is not the last of its stage
-  (shared/docs/method.md §2.2, §8): the SVD every call, a frozen ``W·x``
+  (docs/fidelity.md): the SVD every call, a frozen ``W·x``
   whose result is discarded, and, for qkv, four task transforms (their SVDs
   and GEMMs) whose outputs are discarded;
 * ``lora_r64``: LoRALinear, rank 64;
@@ -31,12 +32,13 @@ Example::
 """
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from typing import Dict, List
+
+from bench_utils import current_rss, peak_rss, per_call_svd_layer_class, reset_peak_rss, write_json_atomic
 
 VARIANTS = ('ditask', 'ditask_per_call_svd', 'public_ditask', 'lora_r64', 'mtlora', 'frozen')
 
@@ -58,13 +60,11 @@ def public_ditask_layer(base, splits: int):
     """A DiTASKLinear doing the public layer's per-call work (see module doc)."""
     import torch.nn.functional as F
 
-    from ditask_mm.adapters import DiTASKLinear
-
-    class PublicDiTASKEmulation(DiTASKLinear):
+    class PublicDiTASKEmulation(per_call_svd_layer_class()):
 
         def forward(self, x, task=None):
             F.linear(x, self.weight, self.bias)  # public lora.py:228, result discarded
-            out = super().forward(x)  # recompute_svd=True: SVD every call
+            out = super().forward(x)  # per-call SVD layer: SVD every call
             if self.num_splits == 3:  # qkv task transforms, computed and discarded
                 for t in self.tasks:
                     super().forward(x, task=t)
@@ -72,7 +72,7 @@ def public_ditask_layer(base, splits: int):
 
     tasks = ['semseg', 'human_parts', 'sal', 'normals'] if splits == 3 else None
     return PublicDiTASKEmulation(base, tessellation_size=64, tasks=tasks, num_splits=splits,
-                                 theta_init='kaiming', recompute_svd=True, compute_mode='dense')
+                                 theta_init='kaiming', compute_mode='dense')
 
 
 def build_layer(variant: str, fan_in: int, fan_out: int, splits: int, device: str):
@@ -83,8 +83,8 @@ def build_layer(variant: str, fan_in: int, fan_out: int, splits: int, device: st
     if variant == 'public_ditask':
         return public_ditask_layer(base, splits)
     if variant in ('ditask', 'ditask_per_call_svd'):
-        return DiTASKLinear(base, tessellation_size=64, num_splits=splits, theta_init='kaiming',
-                            recompute_svd=variant == 'ditask_per_call_svd')
+        layer_class = per_call_svd_layer_class() if variant == 'ditask_per_call_svd' else DiTASKLinear
+        return layer_class(base, tessellation_size=64, num_splits=splits, theta_init='kaiming')
     if variant == 'lora_r64':
         return LoRALinear(base, rank=64)
     if variant == 'mtlora':
@@ -93,37 +93,6 @@ def build_layer(variant: str, fan_in: int, fan_out: int, splits: int, device: st
         base.requires_grad_(False)
         return base
     raise KeyError(variant)
-
-
-def write_json_atomic(path: str, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file (never a partial file)."""
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
-def current_rss() -> int:
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-
-
-def reset_peak_rss() -> bool:
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss() -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith('VmHWM:'):
-                return int(line.split()[1]) * 1024
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run_worker(args) -> Dict:

@@ -18,90 +18,9 @@ import argparse
 import contextlib
 import copy
 import os
-import statistics
 import sys
-import time
 
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_adapters import write_json_atomic  # noqa: E402
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def build_model(config: str, options=(), device: str = 'cpu', branched_full_ft: bool = False):
-    """Build a config's model (seed 0, no pretrained weights) on ``device``.
-
-    Args:
-        config: Config path, absolute or relative to the repository root.
-        options: ``key=value`` overrides, as ``--cfg-options`` takes them.
-        device: Torch device string.
-        branched_full_ft: Merge the adapters into plain shared and per-task
-            weights (``merge_adapters``) and make every parameter trainable:
-            full fine-tuning of the model's own task-branched architecture.
-
-    Returns:
-        The model.
-    """
-    import torch
-    from mmengine.config import Config, DictAction
-    from mmengine.registry import init_default_scope
-
-    import ditask_mm.models  # noqa: F401  (registers the models)
-    from ditask_mm.adapters import merge_adapters
-    from ditask_mm.registry import MODELS
-    cfg = Config.fromfile(os.path.join(ROOT, config))
-    if options:
-        parser = argparse.ArgumentParser()
-        parser.add_argument('--o', nargs='+', action=DictAction)
-        cfg.merge_from_dict(parser.parse_args(['--o', *options]).o)
-    init_default_scope(cfg.get('default_scope', 'ditask_mm'))
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model).to(device)
-    if branched_full_ft:
-        merge_adapters(model)
-        model.requires_grad_(True)
-    return model
-
-
-def random_batch(tasks, batch: int, size: int, seed: int = 0):
-    import torch
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-
-    from ditask_mm.tasks import TASKS
-    g = torch.Generator().manual_seed(seed)
-    inputs, samples = [], []
-    for _ in range(batch):
-        inputs.append(torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8))
-        sample = SegDataSample(metainfo=dict(ori_shape=(size, size), img_shape=(size, size)))
-        for task in tasks:
-            spec = TASKS[task]
-            if spec.kind == 'labels':
-                data = torch.randint(0, 7, (1, size, size), generator=g)
-            elif spec.kind == 'binary':
-                data = (torch.rand(1, size, size, generator=g) > 0.5).float()
-            elif spec.kind == 'vectors':
-                data = torch.nn.functional.normalize(torch.randn(3, size, size, generator=g), dim=0)
-            else:
-                data = torch.rand(1, size, size, generator=g) * 10
-            sample.set_field(PixelData(data=data), spec.gt_key)
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
-
-
-def timed(fn, iters: int, warmup: int, sync) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+from bench_utils import build_model, random_batch, timed, write_json_atomic
 
 
 def main() -> int:

@@ -25,9 +25,7 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_adapters import write_json_atomic  # noqa: E402
-from bench_model import build_model  # noqa: E402
+from bench_utils import build_model, write_json_atomic
 
 
 def measure(args: argparse.Namespace) -> dict:

@@ -24,7 +24,8 @@ path runs unchanged under the name of its file stem). Built-in variants:
 * ``ditask``: configs/ditask/swin-t_pascal-mtl.py (paper config: main-path
   dropout 0.05, kaiming θ), cached SVD;
 * ``ditask_clean``: configs/ditask/swin-t_pascal-mtl_clean.py;
-* ``ditask_per_call_svd``: ``ditask`` with the SVD recomputed every call;
+* ``ditask_per_call_svd``: ``ditask`` with the SVD recomputed every call, as
+  the public code does (``bench_utils.PER_CALL_SVD_OPTION``);
 * ``ditask_shared_only``: ``ditask_clean`` without task branches (shared
   adapters only, every task reads the shared stream): what the branches cost;
 * ``ditask_clean_cp_branches``: ``ditask_clean`` with the branched blocks
@@ -64,12 +65,9 @@ import subprocess
 import sys
 from typing import Callable, Dict, List, NamedTuple, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_adapters import current_rss, peak_rss, reset_peak_rss, write_json_atomic  # noqa: E402
-from bench_model import build_model, random_batch, timed  # noqa: E402
+from bench_utils import (CLEAN, DITASK, PER_CALL_SVD_OPTION, build_model, count_flops, current_rss, peak_rss,
+                         random_batch, reset_peak_rss, timed, write_json_atomic)
 
-DITASK = 'configs/ditask/swin-t_pascal-mtl.py'
-CLEAN = 'configs/ditask/swin-t_pascal-mtl_clean.py'
 INFERENCE = 'inference'
 
 
@@ -84,7 +82,7 @@ class Variant(NamedTuple):
 VARIANTS = {v.name: v for v in (
     Variant('ditask', DITASK, []),
     Variant('ditask_clean', CLEAN, []),
-    Variant('ditask_per_call_svd', DITASK, ['model.backbone.adapter.recompute_svd=True']),
+    Variant('ditask_per_call_svd', DITASK, [PER_CALL_SVD_OPTION]),
     Variant('ditask_shared_only', CLEAN, ['model.backbone.task_layers=()']),
     Variant('ditask_clean_cp_branches', CLEAN, ['model.backbone.with_cp_branches=True']),
     Variant('mtlora_r64', 'configs/baselines/mtlora-r64_swin-t_pascal-mtl.py', []),
@@ -117,15 +115,6 @@ def resolve(token: str) -> Variant:
         path = os.path.abspath(token)
         return Variant(os.path.splitext(os.path.basename(path))[0], path, [])
     raise ValueError(f'{token!r} is neither a variant ({", ".join([*VARIANTS, INFERENCE])}) nor a config file')
-
-
-def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs of one call of ``fn``, as ``FlopCounterMode`` counts them (forward and backward)."""
-    from torch.utils.flop_counter import FlopCounterMode
-    counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
-    return counter.get_total_flops()
 
 
 def train_worker(args: argparse.Namespace, variant: Variant) -> Dict:

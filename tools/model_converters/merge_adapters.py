@@ -7,7 +7,9 @@ Writes, atomically, into ``--out-dir``:
   by a ``MergedTaskLinear`` (one plain weight for the shared path and one per
   task). It computes the same outputs with no SVD, CPAB or LoRA branch. Load
   it with the same config plus
-  ``--cfg-options model.backbone.adapter.type=MergedTaskLinear``.
+  ``--cfg-options model.backbone.adapter.type=MergedTaskLinear``
+  (:func:`ditask_mm.apis.init_model` and ``tools/demo.py`` do that by
+  themselves: the file's ``meta`` says it is merged).
 * ``backbone_mmseg_swin.pth``: the backbone as a plain mmseg
   ``SwinTransformer`` state dict holding the shared adapted weights. It loads
   into an unmodified ``mmseg.models.backbones.SwinTransformer`` and computes
@@ -37,37 +39,22 @@ def main() -> int:
     parser.add_argument('--out-dir', required=True)
     args = parser.parse_args()
 
-    import ditask_mm  # noqa: F401  (compat patches first)
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-
-    import ditask_mm.models  # noqa: F401
-    from ditask_mm.adapters import MergedTaskLinear, adapter_layers, merge_adapters
+    from ditask_mm.apis.checkpoint_export import merged_checkpoints
     from ditask_mm.fileio import atomic_torch_save
-    from ditask_mm.models.adapter_checkpoint import CheckpointMismatchError
+    from ditask_mm.models.checkpoint_fit import CheckpointMismatchError
     from ditask_mm.models.checkpoint_file import CheckpointReadError
-    from ditask_mm.models.model_checkpoint import PretrainedWeightsError, load_model_checkpoint
-    from ditask_mm.registry import MODELS
+    from ditask_mm.models.model_checkpoint import PretrainedWeightsError
 
-    cfg = Config.fromfile(args.config)
-    init_default_scope(cfg.get('default_scope', 'ditask_mm'))
-    model = MODELS.build(cfg.model)
     try:  # a full checkpoint, or an adapter-only one on top of the config's pretrained weights
-        load_model_checkpoint(model, args.checkpoint)
-    except (CheckpointMismatchError, CheckpointReadError, PretrainedWeightsError) as err:
+        result = merged_checkpoints(args.config, args.checkpoint)
+    except (CheckpointMismatchError, CheckpointReadError, PretrainedWeightsError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
-    backbone = getattr(model, 'backbone', model)
-    merged = merge_adapters(model)
     os.makedirs(args.out_dir, exist_ok=True)
-    meta = dict(config=cfg.pretty_text, source_checkpoint=osp.abspath(args.checkpoint),
-                merged_layers=len(merged), note='load with model.backbone.adapter.type=MergedTaskLinear')
-    atomic_torch_save(dict(meta=meta, state_dict=model.state_dict()), osp.join(args.out_dir, 'merged.pth'))
-    plain = {k: v for k, v in backbone.state_dict().items() if '.task_weights.' not in k}
-    atomic_torch_save(dict(meta=dict(meta, note='plain mmseg SwinTransformer state dict: shared adapted weights'),
-                     state_dict=plain), osp.join(args.out_dir, 'backbone_mmseg_swin.pth'))
-    branched = sum(1 for _, layer in adapter_layers(backbone) if isinstance(layer, MergedTaskLinear) and layer.tasks)
-    print(f'merged {len(merged)} adapter layers ({branched} with per-task weights) into {args.out_dir}')
+    atomic_torch_save(result.merged, osp.join(args.out_dir, 'merged.pth'))
+    atomic_torch_save(result.plain_backbone, osp.join(args.out_dir, 'backbone_mmseg_swin.pth'))
+    print(f'merged {result.merged_layers} adapter layers ({result.branched_layers} with per-task weights) '
+          f'into {args.out_dir}')
     return 0
 
 

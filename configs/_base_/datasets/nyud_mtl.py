@@ -3,7 +3,9 @@
 # at 448². DiTASK's NYUD table (paper Table 4) reports semseg and depth.
 dataset_type = 'NYUDMTLDataset'
 data_root = 'data/NYUD_MT'
-data_tasks = ['semseg', 'depth']  # the model names the same tasks
+# The run's tasks, declared once: model, datasets and evaluator get them at build time
+# (ditask_mm.engine.resolve_tasks).
+tasks = ['semseg', 'depth']
 img_size = (448, 448)
 # The image as the public code sees it: the stored pixels (its PIL reader ignores
 # EXIF rotation, and the labels follow the stored pixels), float64 through
@@ -30,13 +32,13 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=8, num_workers=4, persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(type=dataset_type, data_root=data_root, split='train', tasks=data_tasks, pipeline=train_pipeline))
+    dataset=dict(type=dataset_type, data_root=data_root, split='train', pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=8, num_workers=4, persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, data_root=data_root, split='val', tasks=data_tasks, pipeline=test_pipeline,
+    dataset=dict(type=dataset_type, data_root=data_root, split='val', pipeline=test_pipeline,
                  test_mode=True))
 test_dataloader = val_dataloader
-# single-task Swin-T numbers of the DiTASK paper's NYUD table (Table 4)
-val_evaluator = dict(type='MultiTaskMetric', tasks=data_tasks, baselines=dict(semseg=33.18, depth=0.667))
+# single-task Swin-T numbers of the DiTASK paper's NYUD table (Table 4), for Δm; the only copy
+val_evaluator = dict(type='MultiTaskMetric', baselines=dict(semseg=33.18, depth=0.667))
 test_evaluator = val_evaluator

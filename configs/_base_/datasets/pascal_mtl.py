@@ -3,7 +3,9 @@
 # 0.75–1.25, anisotropic resize to 448², scored against targets resized to 448².
 dataset_type = 'PascalContextMTLDataset'
 data_root = 'data/PASCAL_MT'
-data_tasks = ['semseg', 'human_parts', 'sal', 'normals']  # the model base names the same tasks
+# The run's tasks, declared once: model, datasets and evaluator get them at build time
+# (ditask_mm.engine.resolve_tasks); --cfg-options "tasks=['semseg','sal']" changes all of them.
+tasks = ['semseg', 'human_parts', 'sal', 'normals']
 img_size = (448, 448)
 # The image as the public code sees it: the stored pixels (its PIL reader ignores
 # EXIF rotation, and the labels follow the stored pixels), float64 through
@@ -32,16 +34,17 @@ train_dataloader = dict(
     num_workers=4,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(type=dataset_type, data_root=data_root, split='train', tasks=data_tasks, pipeline=train_pipeline))
+    dataset=dict(type=dataset_type, data_root=data_root, split='train', pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=8,
     num_workers=4,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, data_root=data_root, split='val', tasks=data_tasks, pipeline=test_pipeline,
+    dataset=dict(type=dataset_type, data_root=data_root, split='val', pipeline=test_pipeline,
                  test_mode=True))
 test_dataloader = val_dataloader
-# single-task Swin-T baselines of MTLoRA/DiTASK (448², D:main.py:531) for Δm
-val_evaluator = dict(type='MultiTaskMetric', tasks=data_tasks,
+# single-task Swin-T baselines of MTLoRA/DiTASK (448², D:main.py:531) for Δm, the only copy:
+# the metric uses those of the run's tasks
+val_evaluator = dict(type='MultiTaskMetric',
                      baselines=dict(semseg=67.21, human_parts=61.93, sal=62.35, normals=17.97))
 test_evaluator = val_evaluator

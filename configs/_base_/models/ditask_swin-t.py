@@ -3,16 +3,12 @@
 # 64) on qkv (split in q/k/v), proj, fc1 and fc2 of every block; per-task
 # transforms (tessellation 4) on proj/fc1/fc2 of the last block of each stage;
 # task streams merged by PatchMerging; trainable as in the public code; one
-# HRNet-style head per task; the paper's losses and weights.
-tasks = ['semseg', 'human_parts', 'sal', 'normals']
-num_classes = dict(semseg=21, human_parts=7, sal=1, normals=3, depth=1, edge=1)
+# HRNet-style head per task (in_channels 2C, 4C, 8C, 8C from the backbone);
+# the paper's losses and weights (mtl_segmentor.py).
+_base_ = ['./mtl_segmentor.py']  # the heads, losses and task weights
 swin_t_in22k = ('https://github.com/SwinTransformer/storage/releases/download/v1.0.8/'
                 'swin_tiny_patch4_window7_224_22k.pth')
 model = dict(
-    type='MultiTaskSegmentor',
-    tasks=tasks,
-    data_preprocessor=dict(type='MultiTaskDataPreProcessor', mean=[123.675, 116.28, 103.53],
-                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True, size_divisor=32),
     backbone=dict(
         type='DiTASKSwinTransformer',
         arch='tiny',
@@ -27,7 +23,4 @@ model = dict(
         out_type='post_merge',
         trainable='public',
         with_cp_branches=False,  # True: recompute the task branches in the backward (less memory, slower)
-        init_cfg=dict(type='Pretrained', checkpoint=swin_t_in22k)),
-    # in_channels come from the backbone (2C, 4C, 8C, 8C)
-    decode_heads={t: dict(type='MTLHRNetHead', out_channels=num_classes[t]) for t in tasks},
-    loss_weights=dict(semseg=1.0, human_parts=2.0, sal=5.0, normals=10.0))
+        init_cfg=dict(type='Pretrained', checkpoint=swin_t_in22k)))

@@ -1,12 +1,12 @@
 """Evaluation metrics of multi-task dense prediction (shared/docs/data-and-metrics.md §4)."""
 from .depth import DepthEvaluator
 from .edge import EdgeProxyEvaluator
-from .multitask import PASCAL_STL_BASELINES, MultiTaskMetric, delta_m
+from .multitask import MultiTaskMetric, delta_m
 from .normals import NormalsEvaluator
 from .saliency import IMAGE_THRESHOLDS, POOLED_THRESHOLDS, SaliencyEvaluator
 from .segmentation import LabelMapEvaluator
 
 __all__ = [
-    'MultiTaskMetric', 'PASCAL_STL_BASELINES', 'delta_m', 'LabelMapEvaluator', 'SaliencyEvaluator',
+    'MultiTaskMetric', 'delta_m', 'LabelMapEvaluator', 'SaliencyEvaluator',
     'NormalsEvaluator', 'DepthEvaluator', 'EdgeProxyEvaluator', 'IMAGE_THRESHOLDS', 'POOLED_THRESHOLDS'
 ]

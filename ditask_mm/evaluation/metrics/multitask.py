@@ -17,7 +17,7 @@ IoU-like metrics; baselines of such metrics may be fractions
 """
 import logging
 import math
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from mmengine.evaluator import BaseMetric
 from prettytable import PrettyTable
@@ -31,9 +31,6 @@ from .normals import NormalsEvaluator
 from .saliency import SaliencyEvaluator
 from .segmentation import MIOU_CONVENTIONS, LabelMapEvaluator
 
-#: PASCAL single-task baselines of MTLoRA and DiTASK (Swin-T, 448×448), in
-#: percent for mIoU and degrees (mean angular error) for normals.
-PASCAL_STL_BASELINES = dict(semseg=67.21, human_parts=61.93, sal=62.35, normals=17.97)
 #: Default number of classes when neither ``num_classes`` nor the dataset says.
 DEFAULT_NUM_CLASSES = dict(human_parts=7)
 #: ``dataset_meta`` key holding a label task's class names.
@@ -62,9 +59,13 @@ class MultiTaskMetric(BaseMetric):
             task's default metric: ``mIoU``, normals ``mean``, depth
             ``rmse``, edge ``bce_proxy``) or ``{task: dict(metric=...,
             value=..., lower_is_better=...)}`` (the last key optional).
-            ``'pascal'``: :data:`PASCAL_STL_BASELINES` of the evaluated
-            tasks. ``None``: no Δm. A baseline of a task not evaluated
-            raises ``KeyError``; evaluated tasks without one are left out.
+            ``None``: no Δm. Baselines of known tasks that are not
+            evaluated are ignored, so a dataset config can hold the
+            baselines of all its tasks (``configs/_base_/datasets/*.py``,
+            their only copy) and a run evaluate some of them; an unknown task
+            name raises ``KeyError``. Evaluated tasks without a baseline are
+            left out of Δm (with a logged note); with none left, there is no
+            Δm.
         miou_convention: ``'reference'`` (mean over all C classes, absent
             classes count as 0) or ``'nanmean'`` (mmseg: zero-union classes
             skipped).
@@ -109,7 +110,7 @@ class MultiTaskMetric(BaseMetric):
 
     default_prefix: Optional[str] = None
 
-    def __init__(self, tasks: Sequence[str], baselines: Union[None, str, Mapping[str, Any]] = None,
+    def __init__(self, tasks: Sequence[str], baselines: Optional[Mapping[str, Any]] = None,
                  miou_convention: str = 'reference', num_classes: Optional[Mapping[str, int]] = None,
                  baseline_units: str = 'auto', per_class: bool = False, sal_beta_double_sigmoid: bool = False,
                  sal_batch_of_one_rows: bool = False, collect_device: str = 'cpu',
@@ -144,20 +145,20 @@ class MultiTaskMetric(BaseMetric):
         BaseMetric.dataset_meta.fset(self, dataset_meta)
         self._evaluators = None  # class counts and names may change
 
-    def _parse_baselines(self, baselines: Union[None, str, Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    def _parse_baselines(self, baselines: Optional[Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:
         if baselines is None:
             return {}
-        if isinstance(baselines, str):
-            if baselines.lower() != 'pascal':
-                raise ValueError(f"baselines must be a dict, None or 'pascal', got {baselines!r}")
-            baselines = {t: v for t, v in PASCAL_STL_BASELINES.items() if t in self.tasks}
-            if not baselines:
-                raise ValueError(f'no PASCAL baseline for the evaluated tasks {list(self.tasks)}')
+        if not isinstance(baselines, Mapping):
+            raise ValueError(f'baselines must be a dict {{task: value}} or None, got {baselines!r}; the PASCAL and '
+                             f'NYUD numbers are in configs/_base_/datasets/pascal_mtl.py and nyud_mtl.py '
+                             f'(val_evaluator.baselines)')
+        unknown = sorted(set(baselines) - set(TASKS))
+        if unknown:
+            raise KeyError(f'baselines given for unknown task(s) {unknown}; known tasks: {sorted(TASKS)}')
         parsed = {}
         for task, spec in baselines.items():
             if task not in self.tasks:
-                raise KeyError(f'baseline given for task {task!r}, which is not evaluated; '
-                               f'evaluated tasks: {list(self.tasks)}')
+                continue  # a baseline of another task of the dataset: not part of this run's Δm
             spec = dict(spec) if isinstance(spec, Mapping) else dict(value=spec)
             unknown = set(spec) - {'metric', 'value', 'lower_is_better'}
             if 'value' not in spec or unknown:
@@ -272,8 +273,8 @@ class MultiTaskMetric(BaseMetric):
                                f'computed: {sorted(k for k in metrics if k.startswith(task + "."))}')
             metric = key[len(task) + 1:]
             value = spec['value']
-            if evaluator.is_percent(metric) and (self.baseline_units == 'fraction' or
-                                                     (self.baseline_units == 'auto' and abs(value) <= 1.0)):
+            as_fraction = self.baseline_units == 'fraction' or (self.baseline_units == 'auto' and abs(value) <= 1.0)
+            if evaluator.is_percent(metric) and as_fraction:
                 value *= 100.0
             values[key], baselines[key] = metrics[key], value
             if spec.get('lower_is_better', evaluator.is_lower_better(metric)):

@@ -24,7 +24,8 @@ output norms; ``out_type='pre_merge'`` gives mmseg's usual 1/4…1/32 maps
 """
 import inspect
 import re
-from typing import Dict, List, Optional, Sequence, Union
+from types import MappingProxyType
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -33,8 +34,7 @@ from mmengine.model.weight_init import trunc_normal_
 from mmseg.models.backbones import SwinTransformer
 from torch import Tensor
 
-from ...adapters import (DiTASKLinear, adapter_layers, batched_spectra, capture_spectra, inject_adapters, set_trainable,
-                         use_spectra)
+from ...adapters import DiTASKLinear, adapter_layers, capture_spectra, inject_adapters, set_trainable, use_spectra
 from ...registry import MODELS
 from .task_branch import branched_block_forward
 from .window_rule import apply_official_window_rule
@@ -59,6 +59,16 @@ TRAINABLE_POLICIES = {
     'all': [r'.*'],
 }
 POLICY_ALIASES = {'theta': 'adapters', 'theta_norms': 'adapters_norms'}
+#: :class:`DiTASKSwinTransformer`'s adapter when a config gives none or only part of one: the
+#: paper's shared tessellation 64 and per-task tessellation 4. The configs write it out in full
+#: (``configs/_base_/models/ditask_swin-t.py`` is the reference); this constant is the backbone's
+#: only copy of those two numbers.
+DITASK_DEFAULT_ADAPTER: Mapping[str, Any] = MappingProxyType(
+    dict(type='DiTASKLinear', tessellation_size=64, task_tessellation_size=4))
+#: :class:`MTLoRASwinTransformer`'s adapter when a config gives none or only part of one (the
+#: MTLoRA baseline's shared rank 64, per-task rank 4, scales 4, dropout 0.05).
+MTLORA_DEFAULT_ADAPTER: Mapping[str, Any] = MappingProxyType(
+    dict(type='MTLoRALinear', rank=64, task_rank=4, shared_scale=4.0, task_scale=4.0, dropout=0.05))
 
 
 @MODELS.register_module()
@@ -70,8 +80,10 @@ class MultiTaskSwinTransformer(SwinTransformer):
         arch: ``'tiny'``, ``'small'``, ``'base'``, ``'large'`` or a dict with
             ``embed_dims``, ``depths`` and ``num_heads``.
         adapter: Adapter layer config, e.g. ``dict(type='DiTASKLinear',
-            tessellation_size=64, task_tessellation_size=4)``, or ``None``
-            for plain linears (full fine-tuning). ``tessellation_size``,
+            tessellation_size=64, task_tessellation_size=4)`` (the paper's
+            values, as in the base config), or ``None`` for plain linears
+            (full fine-tuning; :class:`DiTASKSwinTransformer` instead fills
+            in :data:`DITASK_DEFAULT_ADAPTER`). ``tessellation_size``,
             ``task_tessellation_size``, ``rank`` and ``task_rank`` may be lists
             with one value per stage.
         adapted_layers: Which linears of a block are adapted, from
@@ -155,16 +167,15 @@ class MultiTaskSwinTransformer(SwinTransformer):
         self.official_window_rule = official_window_rule
         if official_window_rule:
             apply_official_window_rule(self)
-        self.adapters = {}
         if adapter is not None:
-            self.adapters = self._inject(dict(adapter), adapted_layers, adapted_blocks, task_layers)
+            self._inject(dict(adapter), adapted_layers, adapted_blocks, task_layers)
         elif task_layers and task_stages:
             self.task_stages = ()  # plain linears have no task adaptation: every task reads the shared stream
-        self.trainable = trainable
         self.apply_trainable_policy(trainable)
 
     # ----------------------------------------------------------- building
     def _inject(self, adapter: Dict, adapted_layers, adapted_blocks, task_layers) -> Dict[str, nn.Module]:
+        """Replace the selected linears by ``adapter`` layers; returns them by qualified name."""
         cls = MODELS.get(adapter['type']) if isinstance(adapter['type'], str) else adapter['type']
         if cls is None:
             raise KeyError(f"adapter type {adapter['type']!r} is not registered")
@@ -250,6 +261,11 @@ class MultiTaskSwinTransformer(SwinTransformer):
     def forward(self, x: Tensor) -> Dict[str, List[Tensor]]:
         """Multi-task features.
 
+        Every DiTASK layer warps its own spectrum here; a caller that enters
+        :func:`ditask_mm.adapters.batched_spectra` around the call (the
+        segmentor's ``extract_feat`` does) gets the same features from a few
+        batched CPAB calls.
+
         Args:
             x: Images, ``(B, 3, H, W)``.
 
@@ -257,10 +273,6 @@ class MultiTaskSwinTransformer(SwinTransformer):
             ``{task: [f1, f2, f3, f4]}`` of ``(B, C_i, H_i, W_i)`` maps (see
             the module docstring for the two layouts).
         """
-        with batched_spectra(self):  # all DiTASK spectra in a few CPAB calls (training)
-            return self._forward_streams(x)
-
-    def _forward_streams(self, x: Tensor) -> Dict[str, List[Tensor]]:
         x, hw = self.patch_embed(x)
         if self.use_abs_pos_embed:
             x = x + self.absolute_pos_embed
@@ -322,32 +334,25 @@ class MultiTaskSwinTransformer(SwinTransformer):
         B, _, C = tokens.shape
         return tokens.view(B, hw[0], hw[1], C).permute(0, 3, 1, 2).contiguous()
 
-    def train(self, mode: bool = True):
-        """Switch mode; ``requires_grad`` (the trainable policy) is untouched."""
-        super().train(mode)
-        return self
-
 
 @MODELS.register_module()
 class DiTASKSwinTransformer(MultiTaskSwinTransformer):
     """DiTASK's Swin: :class:`MultiTaskSwinTransformer` with DiTASK adapters.
 
-    Defaults follow the public tiny config: tessellation 64 shared and 4 per
-    task, identity-initialised θ (pass ``adapter=dict(type='DiTASKLinear',
-    theta_init='kaiming', main_path_dropout=0.05, ...)`` for the public
+    ``adapter`` is merged over :data:`DITASK_DEFAULT_ADAPTER` (the paper's
+    tessellations, as in the base config), so ``None`` or a partial dict still
+    gives DiTASK; θ is identity-initialised unless the adapter says otherwise
+    (``theta_init='kaiming', main_path_dropout=0.05, ...`` reproduce the public
     code's quirks).
     """
 
     def __init__(self, tasks: Sequence[str], adapter: Optional[Dict] = None, **kwargs) -> None:
-        default = dict(type='DiTASKLinear', tessellation_size=64, task_tessellation_size=4)
-        super().__init__(tasks, adapter={**default, **(adapter or {})}, **kwargs)
+        super().__init__(tasks, adapter={**DITASK_DEFAULT_ADAPTER, **(adapter or {})}, **kwargs)
 
 
 @MODELS.register_module()
 class MTLoRASwinTransformer(MultiTaskSwinTransformer):
-    """MTLoRA's Swin: shared rank-64 and per-task rank-4 LoRA, scales 4, dropout 0.05."""
+    """MTLoRA's Swin: ``adapter`` merged over :data:`MTLORA_DEFAULT_ADAPTER` (shared rank 64, per-task rank 4)."""
 
     def __init__(self, tasks: Sequence[str], adapter: Optional[Dict] = None, **kwargs) -> None:
-        default = dict(type='MTLoRALinear', rank=64, task_rank=4, shared_scale=4.0, task_scale=4.0,
-                       dropout=0.05)
-        super().__init__(tasks, adapter={**default, **(adapter or {})}, **kwargs)
+        super().__init__(tasks, adapter={**MTLORA_DEFAULT_ADAPTER, **(adapter or {})}, **kwargs)

@@ -28,7 +28,6 @@ norm's weight/bias are gathered with ``idx[c * 4 + p] = q(p) * C + c`` where
 """
 import logging
 import os
-import os.path as osp
 import re
 from collections.abc import Mapping
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -38,92 +37,19 @@ import torch.nn.functional as F
 from mmengine.logging import MMLogger, print_log
 from torch import nn
 
-from .swin_checkpoint_checks import (PretrainedCheckpointNotFoundError, SwinCheckpointMismatchError,
-                                     coverage_error_message, fit_error_message, load_checkpoint_url,
-                                     missing_file_message, name_listing, sort_checkpoint_tensors,
-                                     swin_arch_of)
+from ..checkpoint_file import state_dict_of
+from .swin_checkpoint_checks import (SwinCheckpointMismatchError, coverage_error_message, fit_error_message,
+                                     name_listing, read_pretrained_tensors, sort_checkpoint_tensors, swin_arch_of)
 
 SWIN_FORMATS = ('official', 'mmseg', 'mmpretrain', 'timm')
 ADAPTER_MARKERS = ('theta_', 'lora_')
 # Deterministic buffers every Swin recomputes at construction.
 DERIVED_BUFFERS = ('relative_position_index', 'attn_mask', 'relative_coords_table')
-_CONTAINER_KEYS = ('state_dict', 'model', 'module')
 _SELECT_PREFIXES = ('backbone.', 'encoder.')
 _STRIP_PREFIXES = ('module.',)
 _OUT_NORM = re.compile(r'^norm(\d+)\.')
 _STAGE = re.compile(r'^(layers|stages)\.(\d+)\.')
 _IN_MEMORY = '<in-memory state dict>'
-
-
-def _is_url(path: str) -> bool:
-    return path.startswith(('http://', 'https://'))
-
-
-def _flatten(obj: Mapping, prefix: str = '') -> Dict[str, torch.Tensor]:
-    """Keep the tensors of ``obj``; nested mappings become dotted names."""
-    out: Dict[str, torch.Tensor] = {}
-    for key, value in obj.items():
-        name = f'{prefix}{key}'
-        if isinstance(value, torch.Tensor):
-            out[name] = value
-        elif isinstance(value, Mapping):
-            out.update(_flatten(value, f'{name}.'))
-    return out
-
-
-def _unwrap(obj: Any) -> Dict[str, torch.Tensor]:
-    """Descend through ``state_dict``/``model``/``module`` containers."""
-    while True:
-        if isinstance(obj, nn.Module):
-            obj = obj.state_dict()
-        if not isinstance(obj, Mapping):
-            return {}
-        inner = next((obj[k] for k in _CONTAINER_KEYS
-                      if k in obj and isinstance(obj[k], (Mapping, nn.Module))), None)
-        if inner is None:
-            return _flatten(obj)
-        obj = inner
-
-
-def read_checkpoint(path: str, map_location: Any = 'cpu') -> Dict[str, torch.Tensor]:
-    """Read a checkpoint file into a flat ``{name: tensor}`` dict.
-
-    Args:
-        path: ``.pth``/``.pt``/``.bin`` (pickle, read with
-            ``weights_only=False``, so only open files you trust),
-            ``.safetensors``, or an ``http(s)://`` URL (mmengine's loader).
-        map_location: Device the tensors are mapped to.
-
-    Returns:
-        The tensors, unwrapped from ``state_dict``/``model``/``module``.
-
-    Raises:
-        PretrainedCheckpointNotFoundError: If a local ``path`` does not
-            exist (a ``FileNotFoundError``).
-        PretrainedDownloadError: If a URL cannot be downloaded (a
-            ``ConnectionError``; the message says where to put the file).
-        ValueError: If the file is empty or holds no tensors.
-    """
-    path = os.fspath(path)
-    if _is_url(path):
-        raw = load_checkpoint_url(path, map_location=map_location)
-    else:
-        path = osp.expanduser(path)
-        if not osp.isfile(path):
-            raise PretrainedCheckpointNotFoundError(missing_file_message(path))
-        if osp.getsize(path) == 0:
-            raise ValueError(f'Swin checkpoint {path!r} is an empty file (no tensors)')
-        if path.endswith('.safetensors'):
-            from safetensors.torch import load_file
-            device = str(map_location) if isinstance(map_location, (str, torch.device)) else 'cpu'
-            raw = load_file(path, device=device)
-        else:
-            raw = torch.load(path, map_location=map_location, weights_only=False)
-    tensors = _unwrap(raw)
-    if not tensors:
-        raise ValueError(f'Swin checkpoint {path!r} holds no tensors '
-                         f'(top level: {type(raw).__name__})')
-    return tensors
 
 
 def _backbone_view(state_dict: Mapping) -> Tuple[Dict[str, torch.Tensor], List[str]]:
@@ -133,7 +59,7 @@ def _backbone_view(state_dict: Mapping) -> Tuple[Dict[str, torch.Tensor], List[s
         The backbone tensors and the names of the tensors left out
         (e.g. ``decode_head.*``, ``head.fc.*`` of full-model checkpoints).
     """
-    cur = _unwrap(state_dict)
+    cur = state_dict_of(state_dict)
     dropped: List[str] = []
     changed = True
     while changed:
@@ -350,7 +276,8 @@ def load_pretrained_swin(model: nn.Module,
 
     Args:
         model: Backbone with mmseg ``SwinTransformer`` state-dict names.
-        checkpoint: Path/URL (see :func:`read_checkpoint`) or tensors.
+        checkpoint: Path/URL (read with
+            :func:`~.swin_checkpoint_checks.read_pretrained_tensors`) or tensors.
         min_fraction: Least fraction (by element count) of the expected
             backbone weights that must load.
         logger: Logger for the one-line summary; the current MMLogger if None.
@@ -363,11 +290,11 @@ def load_pretrained_swin(model: nn.Module,
         SwinCheckpointMismatchError: (a ``RuntimeError``) On any of these
             or less than ``min_fraction`` loaded; it names the file, the
             architecture found in it and the model's.
-        PretrainedCheckpointNotFoundError: See :func:`read_checkpoint`.
-        PretrainedDownloadError: See :func:`read_checkpoint`.
+        PretrainedCheckpointNotFoundError: See :func:`read_pretrained_tensors`.
+        PretrainedDownloadError: See :func:`read_pretrained_tensors`.
     """
     source = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else _IN_MEMORY
-    raw = read_checkpoint(source) if source != _IN_MEMORY else checkpoint
+    raw = read_pretrained_tensors(source) if source != _IN_MEMORY else checkpoint
     converted, fmt = convert_swin_state_dict(raw)
     model_state = model.state_dict()
     resized = resize_relative_position_tables(converted, model_state)

@@ -11,8 +11,10 @@ and the config key to change:
   converted checkpoint and the model itself;
 * :func:`fit_error_message` builds the message of
   :class:`SwinCheckpointMismatchError`;
-* :func:`load_checkpoint_url` wraps mmengine's URL loader so that an offline
-  machine gets :class:`PretrainedDownloadError` with the download hint.
+* :func:`read_pretrained_tensors` reads the file with the one checkpoint
+  reader (:mod:`ditask_mm.models.checkpoint_file`) and turns its failures into
+  :class:`PretrainedCheckpointNotFoundError` (with the config key) and, for an
+  offline machine, :class:`PretrainedDownloadError` with the download hint.
 """
 import http.client
 import os.path as osp
@@ -23,6 +25,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
+
+from ..checkpoint_file import CheckpointReadError, read_checkpoint
+from ..checkpoint_fit import CheckpointMismatchError, ShapeMismatch, compare_state_dicts
 
 #: Config key of the pretrained checkpoint of the DiTASK backbones.
 CHECKPOINT_KEY = 'model.backbone.init_cfg.checkpoint'
@@ -41,7 +46,7 @@ _OTHER_SETTINGS = 'num_heads, mlp_ratio, patch_size, in_channels or use_abs_pos_
 #: What a download raises when the address cannot be reached.
 _NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
 #: ``(name, checkpoint shape, model shape)`` of a tensor whose shapes differ.
-Shapes = Tuple[str, Tuple[int, ...], Tuple[int, ...]]
+Shapes = ShapeMismatch
 
 
 class SwinCheckpointMismatchError(RuntimeError):
@@ -160,19 +165,13 @@ def sort_checkpoint_tensors(
         ``(name, checkpoint shape, model shape)`` of the shape mismatches in
         the model's order (the patch embedding first).
     """
-    to_load: Dict[str, torch.Tensor] = {}
-    leftovers: List[str] = []
-    foreign: List[str] = []
-    mismatched: List[Shapes] = []
-    for key, value in converted.items():
-        if key not in model_state:
-            (leftovers if is_leftover(key) else foreign).append(key)
-        elif value.shape != model_state[key].shape:
-            mismatched.append((key, tuple(value.shape), tuple(model_state[key].shape)))
-        else:
-            to_load[key] = value
+    comparison = compare_state_dicts(model_state, converted)
+    refused = set(comparison.unexpected) | {key for key, _, _ in comparison.shape_mismatches}
+    to_load = {key: value for key, value in converted.items() if key not in refused}
+    leftovers = [key for key in comparison.unexpected if is_leftover(key)]
+    foreign = [key for key in comparison.unexpected if not is_leftover(key)]
     position = {key: i for i, key in enumerate(model_state)}
-    mismatched.sort(key=lambda item: position[item[0]])
+    mismatched = sorted(comparison.shape_mismatches, key=lambda item: position[item[0]])
     return to_load, leftovers, foreign, mismatched
 
 
@@ -283,26 +282,46 @@ def download_error_message(url: str, err: BaseException) -> str:
             f'(the download raised {type(err).__name__}: {err})')
 
 
-def load_checkpoint_url(url: str, map_location: Any = 'cpu') -> Dict[str, Any]:
-    """Load a checkpoint URL with mmengine's ``CheckpointLoader`` (torch.hub cache).
+def read_pretrained_tensors(path: str, map_location: Any = 'cpu') -> Dict[str, torch.Tensor]:
+    """The flat tensors of a pretrained Swin file, with errors that name the config key to fix.
+
+    :func:`ditask_mm.models.checkpoint_file.read_checkpoint` reads the file;
+    this turns its failures into the pretrained loader's errors.
 
     Args:
-        url: ``http(s)://`` address.
+        path: Local ``.pth``/``.pt``/``.bin``/``.safetensors`` file or an
+            ``http(s)://`` URL (mmengine's loader, torch.hub cache).
         map_location: Device the tensors are mapped to.
 
     Returns:
-        Whatever the loader returns (the checkpoint object).
+        The file's state dict (unwrapped from ``state_dict``/``model``/``module``).
 
     Raises:
-        PretrainedDownloadError: If the download fails (``URLError``, HTTP
-            errors, ``requests`` errors, timeouts, ...); the original
-            exception is chained.
+        PretrainedCheckpointNotFoundError: A local ``path`` does not exist
+            (a ``FileNotFoundError``).
+        PretrainedDownloadError: A URL cannot be downloaded (a
+            ``ConnectionError``; the message says where to put the file).
+        ValueError: The file is empty or holds no tensors.
+        CheckpointReadError: It is truncated or corrupt (a ``RuntimeError``).
     """
-    from mmengine.runner import CheckpointLoader
     try:
-        return CheckpointLoader.load_checkpoint(url, map_location=map_location)
+        contents = read_checkpoint(path, map_location=map_location)
+    except CheckpointReadError as err:
+        if err.reason == 'missing':
+            raise PretrainedCheckpointNotFoundError(missing_file_message(err.path)) from None
+        if err.reason == 'empty':
+            raise ValueError(f'Swin checkpoint {err.path!r} is an empty file (no tensors)') from None
+        raise
     except (OSError, http.client.HTTPException) as err:
-        raise PretrainedDownloadError(download_error_message(url, err)) from err
+        if not str(path).startswith(('http://', 'https://')):
+            raise
+        raise PretrainedDownloadError(download_error_message(str(path), err)) from err
+    except CheckpointMismatchError as err:
+        raise ValueError(f'Swin checkpoint {str(path)!r} holds no tensors ({err})') from None
+    if not contents.state_dict:
+        raise ValueError(f'Swin checkpoint {contents.path!r} holds no tensors '
+                         f'(top level: {type(contents.raw).__name__})')
+    return contents.state_dict
 
 
 def missing_file_message(path: str) -> str:

@@ -7,8 +7,12 @@ upsampled bilinearly to the finest scale and concatenated (270 channels),
 then a 1×1 convolution to 1080 channels with BatchNorm and ReLU, and a 1×1
 convolution to the task's channels. The result is resized bilinearly to the
 requested output size (the input image size: ×8 for the public layout).
+
+As in mmseg, the head owns its loss (``loss_decode``): :meth:`MTLHRNetHead.loss`
+predicts and scores in one call and reports ``{loss_name: value}``, the
+value already weighted by the loss's own ``loss_weight``.
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -36,6 +40,10 @@ class MTLHRNetHead(BaseModule):
         norm_cfg: Normalisation after the fusion convolution (BatchNorm;
             use ``dict(type='SyncBN')`` for multi-GPU training).
         align_corners: For every bilinear resize.
+        loss_decode: Config of the task's loss (e.g.
+            ``dict(type='MTLCrossEntropyLoss', loss_weight=1.0)``), built
+            into ``self.loss_decode``; ``None``: a prediction-only head whose
+            :meth:`loss` raises.
         init_cfg: mmengine init config.
     """
 
@@ -46,6 +54,7 @@ class MTLHRNetHead(BaseModule):
                  hidden_channels: Optional[int] = None,
                  norm_cfg: dict = dict(type='BN', momentum=0.1),
                  align_corners: bool = False,
+                 loss_decode: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if len(in_channels) != len(projection_channels):
@@ -63,6 +72,7 @@ class MTLHRNetHead(BaseModule):
         self.fuse = nn.Sequential(
             nn.Conv2d(fused, hidden, kernel_size=1), build_norm_layer(norm_cfg, hidden)[1], nn.ReLU(inplace=True))
         self.classifier = nn.Conv2d(hidden, out_channels, kernel_size=1)
+        self.loss_decode = MODELS.build(loss_decode) if loss_decode is not None else None
 
     def forward(self, features: Sequence[Tensor], out_size: Optional[Tuple[int, int]] = None) -> Tensor:
         """Predict the task's map.
@@ -90,3 +100,24 @@ class MTLHRNetHead(BaseModule):
         if out_size is not None and tuple(out.shape[-2:]) != tuple(out_size):
             out = F.interpolate(out, size=out_size, mode='bilinear', align_corners=self.align_corners)
         return out
+
+    def loss(self, features: Sequence[Tensor], target: Tensor,
+             out_size: Optional[Tuple[int, int]] = None) -> Dict[str, Tensor]:
+        """Predict from ``features`` and score the prediction against ``target``.
+
+        Args:
+            features: As :meth:`forward`.
+            target: The task's target at ``out_size``: (B, H, W) labels or
+                (B, C, H, W) maps, as ``loss_decode`` expects.
+            out_size: As :meth:`forward`.
+
+        Returns:
+            ``{loss_decode.loss_name: value}``, the value a 0-dim tensor
+            already multiplied by the loss's ``loss_weight``.
+        """
+        if self.loss_decode is None:
+            raise RuntimeError(f'{type(self).__name__} was built without loss_decode, so it cannot compute a '
+                               f'loss; pass loss_decode=dict(type=...) (the segmentor passes its loss_decode '
+                               f'entry of the task)')
+        pred = self(features, out_size=out_size)
+        return {self.loss_decode.loss_name: self.loss_decode(pred, target)}

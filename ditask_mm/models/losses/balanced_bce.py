@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...registry import MODELS
-from .cross_entropy import MTLPixelLoss, match_channel_target
+from .base import MTLPixelLoss, match_channel_target
 
 
 @MODELS.register_module()

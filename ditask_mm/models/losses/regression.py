@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...registry import MODELS
-from .cross_entropy import MTLPixelLoss, masked_mean, match_channel_target
+from .base import MTLPixelLoss, masked_mean, match_channel_target
 
 
 @MODELS.register_module()

@@ -1,4 +1,4 @@
 """Segmentors registered in the ``ditask_mm`` scope."""
-from .multitask_segmentor import DEFAULT_LOSS_WEIGHTS, DEFAULT_LOSSES, MultiTaskSegmentor
+from .multitask_segmentor import DEFAULT_LOSSES, MultiTaskSegmentor
 
-__all__ = ['MultiTaskSegmentor', 'DEFAULT_LOSSES', 'DEFAULT_LOSS_WEIGHTS']
+__all__ = ['MultiTaskSegmentor', 'DEFAULT_LOSSES']

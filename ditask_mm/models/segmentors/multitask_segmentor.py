@@ -1,9 +1,10 @@
 """A segmentor with one backbone, one decode head and one loss per task.
 
 mmseg's ``EncoderDecoder`` assumes one label map; this model carries several
-targets per image (:mod:`ditask_mm.tasks`), computes a weighted sum of
-per-task losses (keys prefixed by the task, e.g. ``semseg.loss_ce``), and
-returns one prediction field per task (``pred_sem_seg``,
+targets per image (:mod:`ditask_mm.tasks`). One head per task is built from
+one template; each head owns its loss, weight included, and the segmentor
+reports the heads' losses with the task as prefix (e.g. ``semseg.loss_ce``).
+It returns one prediction field per task (``pred_sem_seg``,
 ``pred_human_parts``, ``pred_saliency``, ``pred_normals``, ``pred_depth``,
 ``pred_edge``), each cropped to the unpadded image and resized to the
 original image size.
@@ -12,8 +13,9 @@ The backbone may be multi-task (returning ``{task: [maps]}``, as
 :class:`~ditask_mm.models.backbones.MultiTaskSwinTransformer`) or any mmseg
 backbone returning a list of maps, which then feeds every head.
 """
+import copy
 import inspect
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -27,87 +29,167 @@ from ...adapters import batched_spectra
 from ...registry import MODELS
 from ...tasks import TASKS, check_tasks
 
-#: The paper's losses (shared/docs/method.md §4).
-DEFAULT_LOSSES = {
-    'semseg': dict(type='MTLCrossEntropyLoss'),
-    'human_parts': dict(type='MTLCrossEntropyLoss'),
-    'sal': dict(type='BalancedBCELoss'),
-    'edge': dict(type='BalancedBCELoss', pos_weight=0.95),
-    'normals': dict(type='NormalsL1Loss'),
-    'depth': dict(type='DepthL1Loss'),
+#: The paper's losses and task weights (docs/configs.md), the library default
+#: for a segmentor built without ``loss_decode``: PASCAL semseg 1, parts 2,
+#: sal 5, normals 10; NYUD semseg 1, depth 1, normals 10, edge 50. The configs
+#: state the same table in ``configs/_base_/models/ditask_swin-t.py``
+#: (``model.loss_decode``); tests/test_configs.py checks that the two agree.
+DEFAULT_LOSSES: Dict[str, dict] = {
+    'semseg': dict(type='MTLCrossEntropyLoss', loss_weight=1.0),
+    'human_parts': dict(type='MTLCrossEntropyLoss', loss_weight=2.0),
+    'sal': dict(type='BalancedBCELoss', loss_weight=5.0),
+    'normals': dict(type='NormalsL1Loss', loss_weight=10.0),
+    'depth': dict(type='DepthL1Loss', loss_weight=1.0),
+    'edge': dict(type='BalancedBCELoss', pos_weight=0.95, loss_weight=50.0),
 }
-#: The paper's task weights: PASCAL semseg 1, parts 2, sal 5, normals 10;
-#: NYUD semseg 1, depth 1, normals 10, edge 50.
-DEFAULT_LOSS_WEIGHTS = {'semseg': 1.0, 'human_parts': 2.0, 'sal': 5.0, 'normals': 10.0, 'depth': 1.0, 'edge': 50.0}
+#: Arguments of earlier versions, and where their settings live now.
+_REMOVED_ARGS = dict(
+    loss_weights="each task's loss_weight in its loss: model.loss_decode.<task>.loss_weight",
+    losses='model.loss_decode (one loss config per task)')
 
 
 @MODELS.register_module()
 class MultiTaskSegmentor(BaseSegmentor):
     """Multi-task dense prediction with mmseg's ``loss``/``predict``/``tensor`` modes.
 
+    One head is built per task from the ``decode_head`` template, with the
+    task's ``out_channels`` (``num_classes[task]`` for label tasks, the
+    task's channels otherwise: saliency, edge and depth 1, normals 3) and its
+    ``loss_decode`` entry; ``decode_heads`` may override any key of one
+    task's head. The heads are kept in ``self.decode_heads`` (a ModuleDict),
+    so checkpoint keys read ``decode_heads.<task>.…``.
+
     Args:
-        tasks: Task names (see :mod:`ditask_mm.tasks`).
+        tasks: Task names (see :mod:`ditask_mm.tasks`). Configs set them once,
+            as the top-level ``tasks``; :func:`ditask_mm.engine.resolve_tasks`
+            copies them here.
         backbone: Backbone config. If it takes ``tasks`` and sets none, the
             segmentor's are passed; if it sets other tasks, that is an error.
-        decode_heads: ``{task: head config}``, one per task.
-        losses: ``{task: loss config}``; defaults to :data:`DEFAULT_LOSSES`.
-        loss_weights: ``{task: weight}``; defaults to
-            :data:`DEFAULT_LOSS_WEIGHTS`.
+        decode_head: Head template, e.g. ``dict(type='MTLHRNetHead')``,
+            without ``out_channels`` and ``loss_decode`` (set per task).
+        num_classes: ``{task: C}`` for the label tasks (semseg, human_parts).
+            Entries of label tasks not in ``tasks`` are allowed.
+        loss_decode: ``{task: loss config}``, the loss weight inside
+            (``loss_weight``); a task without an entry gets its
+            :data:`DEFAULT_LOSSES` entry, and an entry without ``type``
+            (``dict(loss_weight=1.0)``) is merged over it. Entries of known
+            tasks not in ``tasks`` are allowed.
+        decode_heads: Optional ``{task: head config}`` merged (shallowly)
+            over the template for that task; with no template, each task
+            needs a full head config here.
         neck: Optional neck for list-returning backbones.
         data_preprocessor: Usually ``MultiTaskDataPreProcessor``.
         train_cfg, test_cfg: Unused; accepted for mmseg compatibility.
         align_corners: For the resize of predictions to the image size.
         init_cfg: mmengine init config.
+        loss_weights, losses: Removed; passing either raises a ``ValueError``
+            that says where the setting lives now.
     """
 
     def __init__(self,
-                 tasks: Sequence[str],
-                 backbone: dict,
-                 decode_heads: Dict[str, dict],
-                 losses: Optional[Dict[str, dict]] = None,
-                 loss_weights: Optional[Dict[str, float]] = None,
+                 tasks: Optional[Sequence[str]] = None,
+                 backbone: Optional[dict] = None,
+                 decode_head: Optional[dict] = None,
+                 num_classes: Optional[Mapping[str, int]] = None,
+                 loss_decode: Optional[Mapping[str, dict]] = None,
+                 decode_heads: Optional[Mapping[str, dict]] = None,
                  neck: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
                  align_corners: bool = False,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 loss_weights: Optional[dict] = None,
+                 losses: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        for name, value in (('loss_weights', loss_weights), ('losses', losses)):
+            if value is not None:
+                raise ValueError(f'MultiTaskSegmentor no longer takes {name}={value!r}; set {_REMOVED_ARGS[name]}')
+        if tasks is None:
+            raise ValueError('MultiTaskSegmentor needs tasks; a config sets them once, as the top-level '
+                             "tasks=[...], and ditask_mm.engine.resolve_tasks(cfg) (called by load_run_config) "
+                             'copies them into model.tasks')
+        if backbone is None:
+            raise ValueError('MultiTaskSegmentor needs a backbone config')
         self.tasks = check_tasks(tasks, 'MultiTaskSegmentor.tasks')
-        for name, mapping in (('decode_heads', decode_heads), ('losses', losses or {}),
-                              ('loss_weights', loss_weights or {})):
-            extra = sorted(set(mapping) - set(self.tasks))
-            if extra:
-                raise KeyError(f'{name} has entries for {extra}, which are not in tasks {list(self.tasks)}')
-        missing = [t for t in self.tasks if t not in decode_heads]
-        if missing:
-            raise KeyError(f'decode_heads has no head for task(s) {missing}')
+        head_args = (decode_head, num_classes or {}, loss_decode or {}, decode_heads or {})
+        self._check_head_args(*head_args)  # before the (slow) backbone is built
+        self.backbone = MODELS.build(self._backbone_cfg(backbone))
+        self.neck = MODELS.build(neck) if neck is not None else None  # before the heads: _head_cfgs reads it
+        head_cfgs = self._head_cfgs(*head_args)
+        self.decode_heads = nn.ModuleDict({t: MODELS.build(head_cfgs[t]) for t in self.tasks})
+        self.align_corners = align_corners
+        self.train_cfg, self.test_cfg = train_cfg, test_cfg
+
+    def _backbone_cfg(self, backbone: dict) -> dict:
+        """The backbone config, given the segmentor's tasks when it takes ``tasks`` and sets none."""
         backbone = dict(backbone)
         backbone_tasks = backbone.get('tasks')
         if backbone_tasks is not None and tuple(backbone_tasks) != self.tasks:
             raise ValueError(f'backbone tasks {list(backbone_tasks)} differ from the segmentor tasks '
-                             f'{list(self.tasks)}; set them once, in model.tasks')
+                             f'{list(self.tasks)}; set them once, in the top-level tasks=[...]')
         backbone_cls = MODELS.get(backbone['type']) if isinstance(backbone['type'], str) else backbone['type']
         if backbone_cls is None:
             raise KeyError(f"backbone type {backbone['type']!r} is not registered")
         if backbone_tasks is None and 'tasks' in inspect.signature(backbone_cls).parameters:
             backbone['tasks'] = list(self.tasks)
-        self.backbone = MODELS.build(backbone)
-        self.neck = MODELS.build(neck) if neck is not None else None  # before the heads: _head_cfg reads it
-        self.decode_heads = nn.ModuleDict({t: MODELS.build(self._head_cfg(decode_heads[t])) for t in self.tasks})
-        losses = losses or {}
-        self.losses = nn.ModuleDict({t: MODELS.build(losses.get(t, DEFAULT_LOSSES[t])) for t in self.tasks})
-        weights = loss_weights or {}
-        self.loss_weights = {t: float(weights.get(t, DEFAULT_LOSS_WEIGHTS[t])) for t in self.tasks}
-        self.align_corners = align_corners
-        self.train_cfg, self.test_cfg = train_cfg, test_cfg
+        return backbone
 
-    def _head_cfg(self, cfg: dict) -> dict:
-        """Fill a head's ``in_channels`` from the backbone when the config omits it."""
-        cfg = dict(cfg)
-        if 'in_channels' not in cfg and self.neck is None and hasattr(self.backbone, 'out_channels'):
-            cfg['in_channels'] = list(self.backbone.out_channels)
-        return cfg
+    def _check_head_args(self, template: Optional[Mapping], num_classes: Mapping[str, int],
+                         loss_decode: Mapping[str, dict], overrides: Mapping[str, dict]) -> None:
+        """Refuse unknown task names, class counts of non-label tasks and per-task keys in the template."""
+        for name, mapping in (('num_classes', num_classes), ('loss_decode', loss_decode),
+                              ('decode_heads', overrides)):
+            unknown = sorted(set(mapping) - set(TASKS))
+            if unknown:
+                raise KeyError(f'model.{name} has entries for unknown task(s) {unknown}; known tasks: {sorted(TASKS)}')
+        not_labels = sorted(t for t in num_classes if TASKS[t].kind != 'labels')
+        if not_labels:
+            fixed_channels = {t: TASKS[t].channels for t in not_labels}
+            raise ValueError(f'model.num_classes has entries for {not_labels}, which are not label tasks; their '
+                             f'channels are fixed ({fixed_channels}); remove them')
+        if template is not None:
+            fixed = sorted({'out_channels', 'loss_decode'} & set(template))
+            if fixed:
+                raise ValueError(f'model.decode_head (the template of every task head) sets {fixed}, which '
+                                 f'differ per task; set model.num_classes / model.loss_decode, or override one '
+                                 f'task in model.decode_heads.<task>')
+        missing = [t for t in self.tasks if template is None and t not in overrides]
+        if missing:
+            raise KeyError(f'decode_heads has no head for task(s) {missing} and there is no head template; set '
+                           f"model.decode_head=dict(type='MTLHRNetHead')")
+        for task in self.tasks:
+            merged = {**dict(template or {}), **dict(overrides.get(task) or {})}
+            if 'type' not in merged:
+                raise KeyError(f'the head of task {task!r} has no type; set model.decode_head.type')
+            if 'out_channels' not in merged:
+                self._out_channels(task, num_classes)  # raises for a label task without num_classes
+
+    def _head_cfgs(self, template: Optional[Mapping], num_classes: Mapping[str, int],
+                   loss_decode: Mapping[str, dict], overrides: Mapping[str, dict]) -> Dict[str, dict]:
+        """One complete head config per task: template, then the task's override, then the derived keys."""
+        cfgs = {}
+        for task in self.tasks:
+            cfg = {**copy.deepcopy(dict(template or {})), **copy.deepcopy(dict(overrides.get(task) or {}))}
+            if 'out_channels' not in cfg:
+                cfg['out_channels'] = self._out_channels(task, num_classes)
+            if 'loss_decode' not in cfg:
+                loss = copy.deepcopy(dict(loss_decode.get(task) or {}))
+                cfg['loss_decode'] = loss if 'type' in loss else {**copy.deepcopy(DEFAULT_LOSSES[task]), **loss}
+            if 'in_channels' not in cfg and self.neck is None and hasattr(self.backbone, 'out_channels'):
+                cfg['in_channels'] = list(self.backbone.out_channels)  # the backbone says them
+            cfgs[task] = cfg
+        return cfgs
+
+    @staticmethod
+    def _out_channels(task: str, num_classes: Mapping[str, int]) -> int:
+        spec = TASKS[task]
+        if spec.kind != 'labels':
+            return spec.channels
+        if task not in num_classes:
+            raise KeyError(f'model.num_classes has no entry for the label task {task!r}; set '
+                           f'model.num_classes=dict({task}=C) (given: {dict(num_classes)})')
+        return int(num_classes[task])
 
     # ----------------------------------------------------------------- features
     @property
@@ -141,13 +223,14 @@ class MultiTaskSegmentor(BaseSegmentor):
 
     # -------------------------------------------------------------------- loss
     def loss(self, inputs: Tensor, data_samples: List[SegDataSample]) -> Dict[str, Tensor]:
-        """Weighted per-task losses, keyed ``'{task}.{loss_name}'``."""
-        outputs = self.encode_decode(inputs)
+        """Each head's losses (weighted by the losses themselves), keyed ``'{task}.{loss_name}'``."""
+        feats = self.extract_feat(inputs)
+        size = tuple(inputs.shape[-2:])
         losses = {}
         for task in self.tasks:
             target = self._stack_targets(task, data_samples)
-            loss = self.losses[task]
-            losses[f'{task}.{loss.loss_name}'] = self.loss_weights[task] * loss(outputs[task], target)
+            for name, value in self.decode_heads[task].loss(feats[task], target, out_size=size).items():
+                losses[f'{task}.{name}'] = value
         return losses
 
     def _stack_targets(self, task: str, data_samples: List[SegDataSample]) -> Tensor:

@@ -193,12 +193,41 @@ def test_configurable_layers_blocks_and_per_stage_tessellation():
         DiTASKSwinTransformer(['a', 'a'], arch=TINY)
 
 
+def test_ditask_default_adapter_is_the_base_configs_and_fills_partial_configs():
+    from mmengine.config import Config
+
+    from ditask_mm.models.backbones.multitask_swin import DITASK_DEFAULT_ADAPTER
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    base = Config.fromfile(os.path.join(root, 'configs', '_base_', 'models', 'ditask_swin-t.py')).model.backbone
+    assert base.type == 'DiTASKSwinTransformer'
+    assert {k: base.adapter[k] for k in DITASK_DEFAULT_ADAPTER} == dict(DITASK_DEFAULT_ADAPTER)
+    with pytest.raises(TypeError):
+        DITASK_DEFAULT_ADAPTER['tessellation_size'] = 8  # read-only: no caller can change the default
+    partial = DiTASKSwinTransformer(TASKS, arch=TINY, window_size=4, pretrain_img_size=64,
+                                    adapter=dict(task_tessellation_size=2))
+    layers = dict(adapter_layers(partial))
+    branched = layers['stages.0.blocks.1.ffn.layers.1']
+    assert branched.shared_transform.tessellation_size == DITASK_DEFAULT_ADAPTER['tessellation_size']
+    assert branched.task_transforms['sal'].tessellation_size == 2
+    default = DiTASKSwinTransformer(TASKS, arch=TINY, window_size=4, pretrain_img_size=64)
+    default_branched = dict(adapter_layers(default))['stages.0.blocks.1.ffn.layers.1']
+    assert default_branched.shared_transform.tessellation_size == DITASK_DEFAULT_ADAPTER['tessellation_size']
+    task_size = DITASK_DEFAULT_ADAPTER['task_tessellation_size']
+    assert default_branched.task_transforms['sal'].tessellation_size == task_size
+    plain = MultiTaskSwinTransformer(TASKS, arch=TINY, window_size=4, pretrain_img_size=64)
+    assert not list(adapter_layers(plain)) and plain.task_stages == ()  # adapter=None: plain linears
+
+
 def test_training_forward_warps_all_spectra_in_one_cpab_call_per_group(monkeypatch):
-    """Batched spectra change nothing but the number of CPAB calls (8 groups: 4 widths × 2 tessellations)."""
+    """Batched spectra change nothing but the number of CPAB calls (8 groups: 4 widths × 2 tessellations).
+
+    The backbone alone warps every spectrum itself; batching is the caller's
+    ``batched_spectra`` (the segmentor's ``extract_feat`` enters it).
+    """
     import contextlib
 
+    from ditask_mm.adapters import batched_spectra
     from ditask_mm.cpab import CPAB1D
-    from ditask_mm.models.backbones import multitask_swin
 
     model = tiny_backbone(adapter=dict(tessellation_size=8, task_tessellation_size=4, theta_init='kaiming'))
     model.train()
@@ -211,18 +240,18 @@ def test_training_forward_warps_all_spectra_in_one_cpab_call_per_group(monkeypat
         return original(self, *args, **kwargs)
     monkeypatch.setattr(CPAB1D, 'transform_sequence', counted)
 
-    def outputs_and_grads():
+    def outputs_and_grads(spectra_context):
         model.zero_grad()
-        outs = model(images)
+        with spectra_context(model):
+            outs = model(images)
         sum((f * (i + 1)).mean() for t in TASKS for i, f in enumerate(outs[t])).backward()
         return outs, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
-    batched, batched_grads = outputs_and_grads()
+    batched, batched_grads = outputs_and_grads(batched_spectra)
     assert sorted(calls) == [4] * 4 + [8] * 4
     paths = sum(len(layer.transform_paths()) for _, layer in adapter_layers(model))
     calls.clear()
-    monkeypatch.setattr(multitask_swin, 'batched_spectra', lambda module: contextlib.nullcontext(0))
-    single, single_grads = outputs_and_grads()
+    single, single_grads = outputs_and_grads(lambda module: contextlib.nullcontext(0))
     assert len(calls) == paths > 8
     for task in TASKS:
         for a, b in zip(batched[task], single[task]):
@@ -236,7 +265,7 @@ def test_training_forward_warps_all_spectra_in_one_cpab_call_per_group(monkeypat
 
 @pytest.mark.filterwarnings('ignore:torch.utils.checkpoint. the use_reentrant:UserWarning')  # mmseg's with_cp call
 def test_checkpointed_branches_give_the_same_gradients_and_save_less():
-    """with_cp_branches recomputes the branched blocks (same dropout masks, same spectra) and frees their activations."""
+    """with_cp_branches recomputes the branched blocks (same dropout masks and spectra), freeing their activations."""
     adapter = dict(tessellation_size=8, task_tessellation_size=4, theta_init='kaiming', main_path_dropout=0.3)
     images = torch.randn(2, 3, 64, 64)
 

@@ -10,6 +10,7 @@ from mmengine.registry import init_default_scope
 
 import ditask_mm.models  # noqa: F401
 from ditask_mm.adapters import DiTASKLinear, DiTASKMultiheadAttention, adapter_layers, inject_adapters, set_trainable
+from ditask_mm.engine import resolve_tasks
 from ditask_mm.registry import MODELS
 
 REPO = Path(__file__).resolve().parents[3]
@@ -93,7 +94,7 @@ def test_mmpretrain_dinov2_arch():
 
 
 def test_swin_b_config_inherits_swin_t_and_runs():
-    cfg = Config.fromfile(str(REPO / 'configs/ditask/swin-b_pascal-mtl.py'))
+    cfg = resolve_tasks(Config.fromfile(str(REPO / 'configs/ditask/swin-b_pascal-mtl.py')))
     assert cfg.model.backbone.arch == 'base' and cfg.model.backbone.adapter.theta_init == 'kaiming'
     assert cfg.model.backbone.init_cfg.checkpoint.endswith('swin_base_patch4_window7_224_22k.pth')
     init_default_scope('ditask_mm')

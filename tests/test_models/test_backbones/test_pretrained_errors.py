@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from ditask_mm.models.backbones import DiTASKSwinTransformer
-from ditask_mm.models.backbones.swin_checkpoint import load_pretrained_swin, read_checkpoint
+from ditask_mm.models.backbones.swin_checkpoint import load_pretrained_swin
 from ditask_mm.models.backbones.swin_checkpoint_checks import (PretrainedCheckpointNotFoundError,
                                                                PretrainedDownloadError,
-                                                               SwinCheckpointMismatchError)
+                                                               SwinCheckpointMismatchError, read_pretrained_tensors)
 
 from ...test_tools.cli_utils import tiny_config, train
 from . import swin_checkpoints
@@ -200,7 +200,7 @@ def test_other_download_failures_give_the_same_hint(monkeypatch, error, cause):
     monkeypatch.setattr(CheckpointLoader, 'load_checkpoint', fail)
     url = 'https://example.org/weights/swin_base_patch4_window12_384_22k.pth?download=1'
     with pytest.raises(PretrainedDownloadError) as info:
-        read_checkpoint(url)
+        read_pretrained_tensors(url)
     assert str(info.value).startswith(
         f'{cause}: download swin_base_patch4_window12_384_22k.pth from {url} and set '
         f'`{CONFIG_KEY}=/path/to/swin_base_patch4_window12_384_22k.pth`')

@@ -24,9 +24,9 @@ from torch import nn
 from ditask_mm.models.backbones.swin_checkpoint import (convert_swin_state_dict,
                                                         detect_swin_format,
                                                         load_pretrained_swin,
-                                                        read_checkpoint,
                                                         resize_relative_position_tables,
                                                         unfold_merge_index)
+from ditask_mm.models.backbones.swin_checkpoint_checks import read_pretrained_tensors
 from .swin_checkpoints import (SWIN_NANO, SWIN_T, build_mmpretrain, build_mmseg, build_timm,
                                make_mmpretrain_checkpoint, make_mmseg_checkpoint,
                                make_official_checkpoint, make_timm_state_dict, randomize_,
@@ -124,12 +124,12 @@ def test_read_rejects_empty_and_missing_files(tmp_path):
     empty = tmp_path / 'empty.pth'
     empty.write_bytes(b'')
     with pytest.raises(ValueError, match='empty.pth'):
-        read_checkpoint(str(empty))
+        read_pretrained_tensors(str(empty))
     for name, obj in (('nothing.pth', {}), ('meta_only.pth', {'meta': {'iter': 3}})):
         with pytest.raises(ValueError, match=name):
-            read_checkpoint(save_checkpoint(obj, tmp_path / name))
+            read_pretrained_tensors(save_checkpoint(obj, tmp_path / name))
     with pytest.raises(FileNotFoundError, match='nope.pth'):
-        read_checkpoint(str(tmp_path / 'nope.pth'))
+        read_pretrained_tensors(str(tmp_path / 'nope.pth'))
 
 
 def test_read_urls_through_mmengine(monkeypatch):
@@ -141,7 +141,7 @@ def test_read_urls_through_mmengine(monkeypatch):
         return {'state_dict': {'backbone.w': torch.ones(1)}, 'meta': {}}
 
     monkeypatch.setattr(CheckpointLoader, 'load_checkpoint', fake_load)
-    sd = read_checkpoint('https://example.org/swin.pth')
+    sd = read_pretrained_tensors('https://example.org/swin.pth')
     assert calls == [('https://example.org/swin.pth', 'cpu')] and list(sd) == ['backbone.w']
 
 
@@ -151,12 +151,12 @@ def test_read_urls_through_mmengine(monkeypatch):
 def test_read_and_detect_files(tmp_path, fmt, suffix):
     ckpt = make_checkpoint(fmt, SWIN_NANO)
     path = save_checkpoint(ckpt, tmp_path / f'{fmt}{suffix}')
-    sd = read_checkpoint(path)
+    sd = read_pretrained_tensors(path)
     assert all(isinstance(v, torch.Tensor) for v in sd.values())
     assert sd.keys() == flat(ckpt).keys()
     assert detect_swin_format(sd) == fmt
     wrapped = save_checkpoint({'model': {'module': flat(ckpt)}}, tmp_path / 'nested.pth')
-    assert read_checkpoint(wrapped).keys() == flat(ckpt).keys()
+    assert read_pretrained_tensors(wrapped).keys() == flat(ckpt).keys()
 
 
 # ------------------------------------------------------------- PatchMerging
@@ -303,7 +303,7 @@ def test_window_7_to_12_resizes_tables(tmp_path):
     tables = [k for k in model.state_dict() if k.endswith('relative_position_bias_table')]
     assert sorted(report['resized']) == sorted(tables) and len(tables) == sum(SWIN_NANO.depths)
     assert report['missing'] == [] and report['unexpected'] == []
-    converted, _ = convert_swin_state_dict(read_checkpoint(path))
+    converted, _ = convert_swin_state_dict(read_pretrained_tensors(path))
     assert not any(k.endswith(('relative_position_index', 'attn_mask')) for k in converted)
     attn = model.stages[2].blocks[1].attn.w_msa
     assert attn.relative_position_bias_table.shape == (529, SWIN_NANO.num_heads[2])

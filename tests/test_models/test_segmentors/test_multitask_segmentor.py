@@ -7,6 +7,7 @@ from mmengine.optim import OptimWrapper
 
 from ditask_mm.adapters import adapter_layers
 from ditask_mm.adapters.svd_cache import SVDCache
+from ditask_mm.models.losses import MTLCrossEntropyLoss
 from ditask_mm.registry import MODELS
 
 from .utils import build_tiny_segmentor, make_batch, tiny_segmentor_cfg
@@ -32,14 +33,21 @@ def test_segmentor_contract_preprocess_loss_train_val_tensor():
 
 
 def test_loss_weights_and_keys():
-    model = build_tiny_segmentor(loss_weights=dict(semseg=3.0))
+    model = build_tiny_segmentor(loss_decode=dict(semseg=dict(type='MTLCrossEntropyLoss', loss_weight=3.0)))
     data = model.data_preprocessor(make_batch(), training=True)
     weighted = model(**data, mode='loss')
     outputs = model(**data, mode='tensor')
     target = torch.stack([s.gt_sem_seg.data[0] for s in data['data_samples']]).long()
-    raw = model.losses['semseg'](outputs['semseg'], target)
-    torch.testing.assert_close(weighted['semseg.loss_ce'], 3.0 * raw)
-    assert model.loss_weights == {'semseg': 3.0, 'human_parts': 2.0, 'sal': 5.0, 'normals': 10.0}
+    raw = MTLCrossEntropyLoss()(outputs['semseg'], target)
+    torch.testing.assert_close(weighted['semseg.loss_ce'], 3.0 * raw)  # the weight is applied once
+    weights = {t: head.loss_decode.loss_weight for t, head in model.decode_heads.items()}
+    assert weights == {'semseg': 3.0, 'human_parts': 2.0, 'sal': 5.0, 'normals': 10.0}
+    # every other task's loss is its head's weighted loss, unscaled by the segmentor
+    for task, key in (('sal', 'sal.loss_balanced_bce'), ('normals', 'normals.loss_normals')):
+        head = model.decode_heads[task]
+        target = model._stack_targets(task, data['data_samples'])
+        torch.testing.assert_close(weighted[key], head.loss_decode(outputs[task], target))
+        assert head.loss_decode.loss_weight == {'sal': 5.0, 'normals': 10.0}[task]
 
 
 def test_gradients_reach_every_theta_and_head_and_nothing_frozen():
@@ -145,7 +153,9 @@ def test_bad_configs_fail_fast():
     with pytest.raises(KeyError, match=r"unknown task\(s\) \['segmentation'\]"):
         MODELS.build(cfg)
     cfg = tiny_segmentor_cfg()
-    cfg['decode_heads'].pop('sal')
+    template = cfg.pop('decode_head')
+    without_sal = (('semseg', 21), ('human_parts', 7), ('normals', 3))
+    cfg['decode_heads'] = {t: dict(template, out_channels=c) for t, c in without_sal}
     with pytest.raises(KeyError, match=r"no head for task\(s\) \['sal'\]"):
         MODELS.build(cfg)
     cfg = tiny_segmentor_cfg()

@@ -9,6 +9,7 @@ from ditask_mm.registry import MODELS
 
 PASCAL_TASKS = ('semseg', 'human_parts', 'sal', 'normals')
 CHANNELS = {'semseg': 21, 'human_parts': 7, 'sal': 1, 'normals': 3, 'depth': 1, 'edge': 1}
+NUM_CLASSES = {t: CHANNELS[t] for t in ('semseg', 'human_parts')}
 TINY_ARCH = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
 
 
@@ -21,8 +22,8 @@ def tiny_segmentor_cfg(tasks=PASCAL_TASKS, theta_init='kaiming', **kwargs):
         backbone=dict(type='DiTASKSwinTransformer', arch=TINY_ARCH, window_size=4, pretrain_img_size=64,
                       drop_path_rate=0.0,
                       adapter=dict(tessellation_size=8, task_tessellation_size=4, theta_init=theta_init)),
-        decode_heads={t: dict(type='MTLHRNetHead', in_channels=in_channels, out_channels=CHANNELS[t],
-                              projection_channels=(4, 4, 4, 4)) for t in tasks})
+        decode_head=dict(type='MTLHRNetHead', in_channels=in_channels, projection_channels=(4, 4, 4, 4)),
+        num_classes=dict(NUM_CLASSES))
     cfg.update(kwargs)
     return cfg
 

@@ -1,0 +1,5 @@
+"""Model analysis: trainable-parameter counts by group, and what DiTASK did to the spectra."""
+from .parameters import count_parameters, split_model
+from .spectra import spectrum_curves
+
+__all__ = ['count_parameters', 'split_model', 'spectrum_curves']
