@@ -12,7 +12,7 @@ from mmengine.registry import init_default_scope
 
 import ditask_mm.models  # noqa: F401
 from ditask_mm.engine.task_config import resolve_tasks
-from ditask_mm.models.segmentors import DEFAULT_LOSSES
+from ditask_mm.models.segmentors import TASK_LOSSES
 from ditask_mm.registry import METRICS, MODELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,11 +90,18 @@ def test_config_builds_a_consistent_model(path):
         assert cfg.model.backbone.init_cfg.checkpoint.startswith('https://github.com/SwinTransformer/storage/')
 
 
-def test_base_config_losses_agree_with_the_library_default():
-    """A segmentor built by hand without loss_decode gets DEFAULT_LOSSES: the same table as the base config."""
+def test_task_weights_are_written_once_in_the_base_config():
+    """The paper's task weights live in the base config only; the code holds each task's loss, without a weight."""
     base = Config.fromfile(str(REPO / 'configs/_base_/models/ditask_swin-t.py'))
-    assert base.model.loss_decode.to_dict() == DEFAULT_LOSSES
+    assert base.model.loss_decode.to_dict() == {t: dict(loss_weight=w) for t, w in dict(
+        semseg=1.0, human_parts=2.0, sal=5.0, normals=10.0, depth=1.0, edge=50.0).items()}
     assert base.model.num_classes.to_dict() == dict(semseg=21, human_parts=7)
+    assert set(TASK_LOSSES) == set(base.model.loss_decode) and not any('loss_weight' in v for v in TASK_LOSSES.values())
+    # the only other configs writing a weight are the single-task ones (weight 1 for their one task)
+    writers = sorted(p.relative_to(REPO).as_posix() for p in (REPO / 'configs').rglob('*.py')
+                     if 'loss_weight' in p.read_text() and p.name != 'mtl_segmentor.py')
+    assert writers == sorted(f'configs/ditask/single-task/swin-t_pascal-{t}.py'
+                             for t in ('human-parts', 'normals', 'sal', 'semseg'))
 
 
 EXPECTED_BACKBONE_TRAINABLE = {

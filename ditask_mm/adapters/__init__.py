@@ -17,7 +17,7 @@ The split follows peft:
 """
 from .base import AdapterLayer, adapter_layers
 from .config import AdapterConfig
-from .ditask import DiTASKLinear
+from .ditask import DiTASKLinear, refresh_svd_caches
 from .ditask_attention import DiTASKMultiheadAttention
 from .dropout import ByteMaskDropout
 from .injection import adapter_task, inject_adapters, set_trainable
@@ -30,6 +30,6 @@ from .svd_cache import SVDCache
 __all__ = [
     'AdapterLayer', 'AdapterConfig', 'ByteMaskDropout', 'DiTASKLinear', 'DiTASKMultiheadAttention', 'LoRALinear',
     'MTLoRALinear', 'MergedTaskLinear', 'SVDCache', 'adapter_layers', 'adapter_task', 'batched_spectra',
-    'capture_spectra', 'compute_spectra', 'inject_adapters', 'merge_adapters',
+    'capture_spectra', 'compute_spectra', 'inject_adapters', 'merge_adapters', 'refresh_svd_caches',
     'set_trainable', 'use_spectra'
 ]

@@ -283,3 +283,18 @@ class DiTASKLinear(AdapterLayer):
                   if self.shared_transform is not None else 'shared=False')
         return (f'{super().extra_repr()}, {shared}, num_splits={self.num_splits}, '
                 f'spectrum_mode={self.spectrum_mode!r}')
+
+
+def refresh_svd_caches(module: nn.Module) -> int:
+    """Recompute the SVD of every :class:`DiTASKLinear` in ``module`` from its current weight.
+
+    For weights written in place (a pretrained load, ``load_state_dict``);
+    the caches also notice a changed weight by themselves at the next call.
+
+    Returns:
+        How many layers were refreshed.
+    """
+    layers = [layer for layer in module.modules() if isinstance(layer, DiTASKLinear)]
+    for layer in layers:
+        layer.svd.refresh(layer.weight)
+    return len(layers)

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
 
+from ..adapters import refresh_svd_caches
 from .checkpoint_file import CheckpointContents, checkpoint_contents, read_checkpoint
 from .checkpoint_fit import check_checkpoint_fits
 
@@ -51,14 +52,6 @@ def check_full_checkpoint(model: nn.Module, path: str, state_dict: Optional[Mapp
     """
     contents = None if state_dict is None else CheckpointContents(path=path, state_dict=dict(state_dict))
     check_checkpoint_fits(model, path, contents, adapter_only=False)
-
-
-def refresh_svd_caches(model: nn.Module) -> int:
-    """Call ``refresh_svd_caches()`` on the backbone (or the model) if it has one; returns its count."""
-    for module in (getattr(model, 'backbone', None), model):
-        if module is not None and hasattr(module, 'refresh_svd_caches'):
-            return int(module.refresh_svd_caches())
-    return 0
 
 
 def load_adapter_checkpoint(model: nn.Module, path: str, logger: Optional[MMLogger] = None,

@@ -14,11 +14,14 @@ model = dict(
     # in_channels come from the backbone when it states them; decode_heads=dict(<task>=dict(...)) overrides one head
     decode_head=dict(type='MTLHRNetHead'),
     num_classes=dict(semseg=21, human_parts=7),
-    # the paper's task weights: PASCAL semseg 1, parts 2, sal 5, normals 10; NYUD semseg 1, depth 1, edge 50
+    # The paper's task weights (the only place they are written). Each entry is
+    # merged over its task's loss (TASK_LOSSES, ditask_mm/models/segmentors/
+    # multitask_segmentor.py: cross-entropy, balanced BCE, L1); an entry with a
+    # `type` replaces it.
     loss_decode=dict(
-        semseg=dict(type='MTLCrossEntropyLoss', loss_weight=1.0),
-        human_parts=dict(type='MTLCrossEntropyLoss', loss_weight=2.0),
-        sal=dict(type='BalancedBCELoss', loss_weight=5.0),
-        normals=dict(type='NormalsL1Loss', loss_weight=10.0),
-        depth=dict(type='DepthL1Loss', loss_weight=1.0),
-        edge=dict(type='BalancedBCELoss', pos_weight=0.95, loss_weight=50.0)))
+        semseg=dict(loss_weight=1.0),
+        human_parts=dict(loss_weight=2.0),
+        sal=dict(loss_weight=5.0),
+        normals=dict(loss_weight=10.0),
+        depth=dict(loss_weight=1.0),
+        edge=dict(loss_weight=50.0)))

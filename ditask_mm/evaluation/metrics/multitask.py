@@ -104,11 +104,13 @@ class MultiTaskMetric(BaseMetric):
             ``sal.maxF_beta0.3`` is unaffected (the public code handles
             B = 1 there). Requires ``'sal'`` in ``tasks``.
         collect_device: See ``BaseMetric``.
-        prefix: See ``BaseMetric`` (none by default).
+        prefix: See ``BaseMetric``; none by default (metric keys are
+            ``'{task}.{metric}'`` and ``'delta_m'``, which ``save_best`` names).
         collect_dir: See ``BaseMetric``.
     """
 
-    default_prefix: Optional[str] = None
+    #: No prefix (an empty one, which mmengine does not warn about, unlike ``None``).
+    default_prefix: Optional[str] = ''
 
     def __init__(self, tasks: Sequence[str], baselines: Optional[Mapping[str, Any]] = None,
                  miou_convention: str = 'reference', num_classes: Optional[Mapping[str, int]] = None,

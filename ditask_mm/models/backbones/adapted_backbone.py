@@ -15,7 +15,7 @@ from mmengine.logging import MMLogger, print_log
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from ...adapters import AdapterConfig, DiTASKLinear, adapter_layers, inject_adapters, set_trainable
+from ...adapters import AdapterConfig, inject_adapters, refresh_svd_caches, set_trainable
 from ...registry import MODELS
 
 #: Named ``trainable`` policies; a list of regular expressions is the alternative.
@@ -265,10 +265,7 @@ class AdaptedBackbone(BaseModule):
 
     def refresh_svd_caches(self) -> int:
         """Recompute the SVD of every DiTASK layer from its current weight; returns how many."""
-        layers = [layer for _, layer in adapter_layers(self) if isinstance(layer, DiTASKLinear)]
-        for layer in layers:
-            layer.svd.refresh(layer.weight)
-        return len(layers)
+        return refresh_svd_caches(self)
 
     # ------------------------------------------------------------- forward
     @property

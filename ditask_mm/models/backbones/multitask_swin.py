@@ -34,7 +34,8 @@ from mmengine.model.weight_init import trunc_normal_
 from mmseg.models.backbones import SwinTransformer
 from torch import Tensor
 
-from ...adapters import DiTASKLinear, adapter_layers, capture_spectra, inject_adapters, set_trainable, use_spectra
+from ...adapters import (adapter_layers, capture_spectra, inject_adapters, refresh_svd_caches,
+                         set_trainable, use_spectra)
 from ...registry import MODELS
 from .task_branch import branched_block_forward
 from .window_rule import apply_official_window_rule
@@ -59,12 +60,10 @@ TRAINABLE_POLICIES = {
     'all': [r'.*'],
 }
 POLICY_ALIASES = {'theta': 'adapters', 'theta_norms': 'adapters_norms'}
-#: :class:`DiTASKSwinTransformer`'s adapter when a config gives none or only part of one: the
-#: paper's shared tessellation 64 and per-task tessellation 4. The configs write it out in full
-#: (``configs/_base_/models/ditask_swin-t.py`` is the reference); this constant is the backbone's
-#: only copy of those two numbers.
-DITASK_DEFAULT_ADAPTER: Mapping[str, Any] = MappingProxyType(
-    dict(type='DiTASKLinear', tessellation_size=64, task_tessellation_size=4))
+#: :class:`DiTASKSwinTransformer`'s adapter when a config gives none or only part of one. The
+#: tessellations are :class:`~ditask_mm.adapters.DiTASKLinear`'s own defaults (the code's one copy
+#: of the paper's 64 and 4); the configs set them in ``configs/_base_/models/ditask_swin-t.py``.
+DITASK_DEFAULT_ADAPTER: Mapping[str, Any] = MappingProxyType(dict(type='DiTASKLinear'))
 #: :class:`MTLoRASwinTransformer`'s adapter when a config gives none or only part of one (the
 #: MTLoRA baseline's shared rank 64, per-task rank 4, scales 4, dropout 0.05).
 MTLORA_DEFAULT_ADAPTER: Mapping[str, Any] = MappingProxyType(
@@ -243,11 +242,8 @@ class MultiTaskSwinTransformer(SwinTransformer):
         self._is_init = True
 
     def refresh_svd_caches(self) -> int:
-        """Recompute the SVD of every DiTASK layer now; returns how many."""
-        layers = [layer for _, layer in adapter_layers(self) if isinstance(layer, DiTASKLinear)]
-        for layer in layers:
-            layer.svd.refresh(layer.weight)
-        return len(layers)
+        """Recompute the SVD of every DiTASK layer from its current weight; returns how many."""
+        return refresh_svd_caches(self)
 
     @property
     def out_channels(self) -> List[int]:

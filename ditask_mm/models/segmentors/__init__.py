@@ -1,4 +1,4 @@
 """Segmentors registered in the ``ditask_mm`` scope."""
-from .multitask_segmentor import DEFAULT_LOSSES, MultiTaskSegmentor
+from .multitask_segmentor import TASK_LOSSES, MultiTaskSegmentor
 
-__all__ = ['MultiTaskSegmentor', 'DEFAULT_LOSSES']
+__all__ = ['MultiTaskSegmentor', 'TASK_LOSSES']

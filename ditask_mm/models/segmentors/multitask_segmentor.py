@@ -15,7 +15,8 @@ backbone returning a list of maps, which then feeds every head.
 """
 import copy
 import inspect
-from typing import Dict, List, Mapping, Optional, Sequence
+from types import MappingProxyType
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -29,19 +30,19 @@ from ...adapters import batched_spectra
 from ...registry import MODELS
 from ...tasks import TASKS, check_tasks
 
-#: The paper's losses and task weights (docs/configs.md), the library default
-#: for a segmentor built without ``loss_decode``: PASCAL semseg 1, parts 2,
-#: sal 5, normals 10; NYUD semseg 1, depth 1, normals 10, edge 50. The configs
-#: state the same table in ``configs/_base_/models/ditask_swin-t.py``
-#: (``model.loss_decode``); tests/test_configs.py checks that the two agree.
-DEFAULT_LOSSES: Dict[str, dict] = {
-    'semseg': dict(type='MTLCrossEntropyLoss', loss_weight=1.0),
-    'human_parts': dict(type='MTLCrossEntropyLoss', loss_weight=2.0),
-    'sal': dict(type='BalancedBCELoss', loss_weight=5.0),
-    'normals': dict(type='NormalsL1Loss', loss_weight=10.0),
-    'depth': dict(type='DepthL1Loss', loss_weight=1.0),
-    'edge': dict(type='BalancedBCELoss', pos_weight=0.95, loss_weight=50.0),
-}
+#: The loss of each task (the paper's, docs/configs.md), without a weight:
+#: every ``loss_decode`` entry without a ``type`` is merged over it. The task
+#: weights have one home, the base config's ``model.loss_decode``
+#: (``configs/_base_/models/mtl_segmentor.py``); a segmentor built by hand
+#: without one weighs every task 1 (the losses' own default).
+TASK_LOSSES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    'semseg': MappingProxyType(dict(type='MTLCrossEntropyLoss')),
+    'human_parts': MappingProxyType(dict(type='MTLCrossEntropyLoss')),
+    'sal': MappingProxyType(dict(type='BalancedBCELoss')),
+    'normals': MappingProxyType(dict(type='NormalsL1Loss')),
+    'depth': MappingProxyType(dict(type='DepthL1Loss')),
+    'edge': MappingProxyType(dict(type='BalancedBCELoss', pos_weight=0.95)),
+})
 #: Arguments of earlier versions, and where their settings live now.
 _REMOVED_ARGS = dict(
     loss_weights="each task's loss_weight in its loss: model.loss_decode.<task>.loss_weight",
@@ -71,9 +72,10 @@ class MultiTaskSegmentor(BaseSegmentor):
             Entries of label tasks not in ``tasks`` are allowed.
         loss_decode: ``{task: loss config}``, the loss weight inside
             (``loss_weight``); a task without an entry gets its
-            :data:`DEFAULT_LOSSES` entry, and an entry without ``type``
-            (``dict(loss_weight=1.0)``) is merged over it. Entries of known
-            tasks not in ``tasks`` are allowed.
+            :data:`TASK_LOSSES` entry (weight 1), and an entry without
+            ``type`` (``dict(loss_weight=5.0)``, as the base config's) is
+            merged over it. Entries of known tasks not in ``tasks`` are
+            allowed.
         decode_heads: Optional ``{task: head config}`` merged (shallowly)
             over the template for that task; with no template, each task
             needs a full head config here.
@@ -175,7 +177,7 @@ class MultiTaskSegmentor(BaseSegmentor):
                 cfg['out_channels'] = self._out_channels(task, num_classes)
             if 'loss_decode' not in cfg:
                 loss = copy.deepcopy(dict(loss_decode.get(task) or {}))
-                cfg['loss_decode'] = loss if 'type' in loss else {**copy.deepcopy(DEFAULT_LOSSES[task]), **loss}
+                cfg['loss_decode'] = loss if 'type' in loss else {**dict(TASK_LOSSES[task]), **loss}
             if 'in_channels' not in cfg and self.neck is None and hasattr(self.backbone, 'out_channels'):
                 cfg['in_channels'] = list(self.backbone.out_channels)  # the backbone says them
             cfgs[task] = cfg

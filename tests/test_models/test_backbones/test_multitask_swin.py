@@ -196,23 +196,29 @@ def test_configurable_layers_blocks_and_per_stage_tessellation():
 def test_ditask_default_adapter_is_the_base_configs_and_fills_partial_configs():
     from mmengine.config import Config
 
+    import inspect
+
+    from ditask_mm.adapters import DiTASKLinear
     from ditask_mm.models.backbones.multitask_swin import DITASK_DEFAULT_ADAPTER
+    defaults = {k: p.default for k, p in inspect.signature(DiTASKLinear).parameters.items()}
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     base = Config.fromfile(os.path.join(root, 'configs', '_base_', 'models', 'ditask_swin-t.py')).model.backbone
     assert base.type == 'DiTASKSwinTransformer'
-    assert {k: base.adapter[k] for k in DITASK_DEFAULT_ADAPTER} == dict(DITASK_DEFAULT_ADAPTER)
+    assert dict(DITASK_DEFAULT_ADAPTER) == dict(type='DiTASKLinear')  # no second copy of the numbers
+    assert (defaults['tessellation_size'], defaults['task_tessellation_size']) == (64, 4)  # the paper's
+    assert (base.adapter.tessellation_size, base.adapter.task_tessellation_size) == (64, 4)
     with pytest.raises(TypeError):
         DITASK_DEFAULT_ADAPTER['tessellation_size'] = 8  # read-only: no caller can change the default
     partial = DiTASKSwinTransformer(TASKS, arch=TINY, window_size=4, pretrain_img_size=64,
                                     adapter=dict(task_tessellation_size=2))
     layers = dict(adapter_layers(partial))
     branched = layers['stages.0.blocks.1.ffn.layers.1']
-    assert branched.shared_transform.tessellation_size == DITASK_DEFAULT_ADAPTER['tessellation_size']
+    assert branched.shared_transform.tessellation_size == defaults['tessellation_size']
     assert branched.task_transforms['sal'].tessellation_size == 2
     default = DiTASKSwinTransformer(TASKS, arch=TINY, window_size=4, pretrain_img_size=64)
     default_branched = dict(adapter_layers(default))['stages.0.blocks.1.ffn.layers.1']
-    assert default_branched.shared_transform.tessellation_size == DITASK_DEFAULT_ADAPTER['tessellation_size']
-    task_size = DITASK_DEFAULT_ADAPTER['task_tessellation_size']
+    assert default_branched.shared_transform.tessellation_size == defaults['tessellation_size']
+    task_size = defaults['task_tessellation_size']
     assert default_branched.task_transforms['sal'].tessellation_size == task_size
     plain = MultiTaskSwinTransformer(TASKS, arch=TINY, window_size=4, pretrain_img_size=64)
     assert not list(adapter_layers(plain)) and plain.task_stages == ()  # adapter=None: plain linears

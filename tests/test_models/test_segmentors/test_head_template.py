@@ -6,7 +6,7 @@ import torch
 
 from ditask_mm.models.decode_heads import MTLHRNetHead
 from ditask_mm.models.losses import BalancedBCELoss, DepthL1Loss, MTLCrossEntropyLoss, NormalsL1Loss
-from ditask_mm.models.segmentors import DEFAULT_LOSSES
+from ditask_mm.models.segmentors import TASK_LOSSES
 from ditask_mm.registry import MODELS
 
 from .utils import build_tiny_segmentor, make_batch, tiny_segmentor_cfg
@@ -68,16 +68,23 @@ def test_override_changes_one_head_only_and_full_old_style_heads_still_build():
     old.load_state_dict(new.state_dict())  # strict
 
 
-def test_default_losses_apply_when_loss_decode_is_omitted_and_partial_entries_merge_per_task():
+def test_task_losses_apply_when_loss_decode_is_omitted_and_partial_entries_merge_per_task():
     model = build(loss_decode=dict(sal=dict(type='BalancedBCELoss', loss_weight=1.0),
                                    depth=dict(type='DepthL1Loss', loss_weight=3.0)))  # depth: not a task here
     assert model.decode_heads['sal'].loss_decode.loss_weight == 1.0
-    assert model.decode_heads['human_parts'].loss_decode.loss_weight == DEFAULT_LOSSES['human_parts']['loss_weight']
-    # an entry without a type changes the default loss of its task, as a config override would
+    assert model.decode_heads['human_parts'].loss_decode.loss_weight == 2.0  # the base config's weight
+    # an entry without a type changes the loss of its task, as a config override would
     model = build(tasks=('semseg', 'edge'), loss_decode=dict(edge=dict(loss_weight=1.0)))
     edge = model.decode_heads['edge'].loss_decode
     assert (type(edge), edge.pos_weight, edge.loss_weight) == (BalancedBCELoss, 0.95, 1.0)
-    assert DEFAULT_LOSSES['edge']['loss_weight'] == 50.0  # the default itself is untouched
+    assert dict(TASK_LOSSES['edge']) == dict(type='BalancedBCELoss', pos_weight=0.95)  # untouched, no weight
+    # built by hand without loss_decode: each task's loss, every weight the losses' own 1
+    model = build(tasks=ALL_TASKS, loss_decode=None)
+    losses = {t: (type(h.loss_decode), h.loss_decode.loss_weight) for t, h in model.decode_heads.items()}
+    assert losses == dict(semseg=(MTLCrossEntropyLoss, 1.0), human_parts=(MTLCrossEntropyLoss, 1.0),
+                          sal=(BalancedBCELoss, 1.0), normals=(NormalsL1Loss, 1.0), depth=(DepthL1Loss, 1.0),
+                          edge=(BalancedBCELoss, 1.0))
+    assert model.decode_heads['edge'].loss_decode.pos_weight == 0.95
 
 
 def test_template_errors_name_the_key_and_the_fix():

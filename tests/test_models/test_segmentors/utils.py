@@ -1,5 +1,8 @@
 """Tiny multi-task models and data samples for segmentor tests."""
+from pathlib import Path
+
 import torch
+from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
@@ -11,6 +14,9 @@ PASCAL_TASKS = ('semseg', 'human_parts', 'sal', 'normals')
 CHANNELS = {'semseg': 21, 'human_parts': 7, 'sal': 1, 'normals': 3, 'depth': 1, 'edge': 1}
 NUM_CLASSES = {t: CHANNELS[t] for t in ('semseg', 'human_parts')}
 TINY_ARCH = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
+#: The task weights' one home: the base config (read, not copied).
+BASE_LOSS_DECODE = Config.fromfile(
+    str(Path(__file__).resolve().parents[3] / 'configs/_base_/models/mtl_segmentor.py')).model.loss_decode.to_dict()
 
 
 def tiny_segmentor_cfg(tasks=PASCAL_TASKS, theta_init='kaiming', **kwargs):
@@ -24,6 +30,11 @@ def tiny_segmentor_cfg(tasks=PASCAL_TASKS, theta_init='kaiming', **kwargs):
                       adapter=dict(tessellation_size=8, task_tessellation_size=4, theta_init=theta_init)),
         decode_head=dict(type='MTLHRNetHead', in_channels=in_channels, projection_channels=(4, 4, 4, 4)),
         num_classes=dict(NUM_CLASSES))
+    # the base config's loss_decode, with a test's entries merged per task as a config override would be
+    loss_decode = kwargs.pop('loss_decode', {})
+    if loss_decode is not None:
+        cfg['loss_decode'] = {t: {**BASE_LOSS_DECODE.get(t, {}), **loss_decode.get(t, {})}
+                              for t in {*BASE_LOSS_DECODE, *loss_decode}}
     cfg.update(kwargs)
     return cfg
 
