@@ -4,8 +4,8 @@ Configs set ``default_scope = 'ditask_mm'``. A bare ``type='X'`` is looked up
 here first and then in mmseg's node (and mmengine's root), so mmseg classes
 stay reachable without a prefix and ours do not clash with mmseg names. Parent
 lookup only finds mmseg classes once ``mmseg.models`` has been imported
-(``Registry.get`` does not trigger the parent's lazy import,
-openmmlab-notes 1.4); ``ditask_mm.models`` imports it.
+(``Registry.get`` does not trigger the parent's lazy import);
+``ditask_mm.models`` imports it.
 """
 from typing import List, Optional
 

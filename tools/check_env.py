@@ -39,7 +39,7 @@ def main() -> int:
     except Exception as err:
         rows.append(('import mmseg.models', f'FAILED: {err}'))
         ok = False
-    # docs/cpab.md §3 worked example: nc=4, θ=[0.8,−0.5,0.3]
+    # docs/method.md §3.7 worked example: nc=4, θ=[0.8,−0.5,0.3]
     cpab = CPAB1D(4).double()
     out = cpab.transform_sequence(torch.arange(8, 0, -1, dtype=torch.float64),
                                   torch.tensor([0.8, -0.5, 0.3], dtype=torch.float64))

@@ -7,6 +7,11 @@ default_scope = 'ditask_mm'
 runner_type = 'CheckedRunner'  # checks every checkpoint it loads; adapter-only ones go on the pretrained weights
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
                dist_cfg=dict(backend='nccl'))
+# Where the logged scalars go: LocalVisBackend writes <work_dir>/<timestamp>/vis_data/scalars.json. For
+# TensorBoard too (needs the tensorboard package; docs/install.md), use this line here or in any config:
+# vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
+# or, for one run: --cfg-options vis_backends=local,tensorboard. tools/train.py copies the top-level
+# vis_backends into visualizer.vis_backends (ditask_mm.engine.config_loading.sync_vis_backends).
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(type='Visualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(by_epoch=True, window_size=10)

@@ -1,6 +1,6 @@
 """MTLoRA: task-agnostic plus task-specific low-rank updates.
 
-As in the public MTLoRA code (shared/docs/method.md §7):
+As in the public MTLoRA code (``docs/method.md`` §11):
 
 * TA-LoRA (shared): ``y = x·Wᵀ + b + s · dropout(x)·A_sᵀ·B_sᵀ`` with the
   scale used directly (``SHARED_SCALE = 4.0``, not ``alpha / rank``).

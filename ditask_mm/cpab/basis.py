@@ -7,7 +7,7 @@ described by its per-cell slopes and intercepts, stored interleaved as
 parametrised as ``A = B @ theta`` with the basis ``B`` of shape ``(2 nc, d)``.
 
 difw (0.0.31) builds ``B`` explicitly rather than from an SVD null space. Its
-columns, read as velocity fields on [0, 1], are (see ``docs/cpab.md`` §1):
+columns, read as velocity fields on [0, 1], are (see ``docs/method.md`` §3.2):
 
 * ``zero_boundary=True`` (``d = nc - 1``): for ``k = 1 .. nc-1`` a ramp that
   rises as ``x / k`` on cells ``0 .. k-1``, peaks at ``x_k`` with height ``h``,

@@ -3,7 +3,7 @@
 The field on [0, 1] has ``nc`` equal cells; in cell ``c`` it is
 ``v(x) = a_c x + b_c``, and the end cells' affine fields extend to -inf/+inf.
 The flow ``phi(x) = x(T)`` of ``dx/dt = v(x)``, ``x(0) = x`` is computed
-exactly by walking from cell to cell (``docs/cpab.md`` §2 and §8):
+exactly by walking from cell to cell (``docs/method.md`` §3.3):
 
 * inside a cell, after time ``t``: ``psi = x + t v(x) E(t a)`` with
   ``E(z) = expm1(z) / z``;

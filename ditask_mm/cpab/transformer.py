@@ -1,6 +1,6 @@
 """``CPAB1D``: 1-D CPAB diffeomorphisms of [0, 1] in pure PyTorch.
 
-The transformation follows difw 0.0.31 (``docs/cpab.md``): ``nc`` equal cells
+The transformation follows difw 0.0.31 (``docs/method.md`` §3): ``nc`` equal cells
 on [0, 1], difw's "rref" basis, ``A = B theta``, and the flow
 ``phi_theta(x) = x(T)`` of ``dx/dt = v_theta(x)`` integrated in closed form.
 

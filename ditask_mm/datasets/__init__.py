@@ -11,6 +11,8 @@ from .nyud_mtl import NYUDMTLDataset
 from .pascal_context_mtl import PascalContextMTLDataset
 from .pascal_parts import MalformedFileError
 from .sample_errors import CorruptImageError, SampleErrorsMixin, SkippedSampleError
+from .tree_check import DatasetTreeError, TreeReport, check_dataset_tree
 
-__all__ = ['BaseMultiTaskDataset', 'CorruptImageError', 'MalformedFileError', 'NYUDMTLDataset',
-           'PascalContextMTLDataset', 'SampleErrorsMixin', 'SkippedSampleError', 'transforms']
+__all__ = ['BaseMultiTaskDataset', 'CorruptImageError', 'DatasetTreeError', 'MalformedFileError', 'NYUDMTLDataset',
+           'PascalContextMTLDataset', 'SampleErrorsMixin', 'SkippedSampleError', 'TreeReport', 'check_dataset_tree',
+           'transforms']

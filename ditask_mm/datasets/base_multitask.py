@@ -115,11 +115,15 @@ class BaseMultiTaskDataset(SampleErrorsMixin, BaseDataset, metaclass=abc.ABCMeta
     def path(self, *parts: str) -> str:
         return osp.join(self.data_root, *parts)
 
+    def split_file(self, split: str) -> str:
+        """The id list of one split, ``<data_root>/<SPLIT_DIR>/<split>.txt``."""
+        return self.path(self.SPLIT_DIR, f'{split}.txt')
+
     def read_split_ids(self) -> List[str]:
         """Ids of the split files (sorted by split name), each in file order; blank lines are skipped."""
         ids: List[str] = []
         for split in self.splits:
-            split_file = self.path(self.SPLIT_DIR, f'{split}.txt')
+            split_file = self.split_file(split)
             if not osp.isfile(split_file):
                 folder = self.path(self.SPLIT_DIR)
                 known = sorted(n[:-4] for n in os.listdir(folder) if n.endswith('.txt')) if osp.isdir(folder) else []

@@ -3,15 +3,15 @@
 ``human_parts/<id>.mat`` holds a 1×1 struct ``anno`` with fields
 ``(imname, objects)``; ``objects`` is a 1×N struct array with fields
 ``(class, class_ind, mask, parts)`` and ``parts`` a 1×P struct array with
-fields ``(part_name, mask)`` or an empty array (shared/docs/data-and-metrics.md
-§1.4.1). Fields are found by name; files without names (as ``loadmat`` never
+fields ``(part_name, mask)`` or an empty array (``docs/datasets.md``, "What
+each task reads"). Fields are found by name; files without names (as ``loadmat`` never
 produces, but hand-built arrays may) are read by position, as the reference
 loader always does.
 
-The 7-class map follows the reference ``_load_human_parts`` (§1.4.2): every
+The 7-class map follows the reference ``_load_human_parts``: every
 object with ``class_ind == 15`` and a non-empty ``parts`` array paints its
 parts in file order, later parts overwriting earlier ones; person pixels no
-part covers stay 0. The ``has_human_parts`` flag (§1.4.3) is ``15`` in the
+part covers stay 0. The ``has_human_parts`` flag is ``15`` in the
 image's class list, where an object of zero mask area counts as ``-1``.
 """
 from dataclasses import dataclass, field

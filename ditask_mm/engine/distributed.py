@@ -3,7 +3,7 @@
 mmengine 0.10.7 calls ``torch.cuda.set_device`` in ``init_dist``
 (``mmengine/dist/utils.py:130``) and passes ``device_ids=[LOCAL_RANK]`` to DDP
 (``runner.py:900``), so ``--launcher pytorch`` fails on CPU. The recipe of
-shared/docs/openmmlab-notes.md §4.9: initialise a gloo group before the
+``docs/install.md`` ("Distributed training without CUDA"): initialise a gloo group before the
 Runner (``Runner.setup_env`` then skips ``init_dist``), wrap with
 ``device_ids=None``, and use BN rather than SyncBN.
 

@@ -27,7 +27,7 @@ def linear_with_spectrum(spectrum, in_features: int, seed: int = 0, dtype=torch.
 
 
 def test_resampled_spectrum_matches_the_difw_worked_example():
-    # shared/docs/cpab.md §3: nc=4, θ=[0.8,−0.5,0.3], data 8..1 → transform_data
+    # docs/method.md §3.7: nc=4, θ=[0.8,−0.5,0.3], data 8..1 → transform_data
     lin = linear_with_spectrum([8, 7, 6, 5, 4, 3, 2, 1], in_features=10)
     layer = DiTASKLinear(lin, tessellation_size=4)
     with torch.no_grad():

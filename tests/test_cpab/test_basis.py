@@ -1,22 +1,17 @@
 """difw's rref basis: exact equality with the stored arrays and its structure."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from ditask_mm.cpab import CPAB1D, rref_basis
 
-REF_DIR = Path(__file__).resolve().parents[2].parent / 'shared' / 'reference' / 'cpab'
-CONFIGS = [(nc, zb) for nc in (2, 5, 16, 32) for zb in (True, False)]
-needs_ref = pytest.mark.skipif(not REF_DIR.is_dir(), reason=f'reference vectors not found at {REF_DIR}')
+from .reference_data import CONFIGS, load_config, load_reference
 
 
 def _load(nc: int, zb: bool):
-    return np.load(REF_DIR / f'cpab_nc{nc:02d}_zb{int(zb)}.npz')
+    return load_config(nc, zb)
 
 
-@needs_ref
 @pytest.mark.parametrize('nc,zb', CONFIGS)
 def test_basis_equals_difw_exactly(nc, zb):
     ref = _load(nc, zb)
@@ -27,9 +22,8 @@ def test_basis_equals_difw_exactly(nc, zb):
     assert torch.equal(basis.float(), torch.from_numpy(ref['B32']))
 
 
-@needs_ref
 def test_basis_tiny_example():
-    ref = np.load(REF_DIR / 'tiny_example.npz')
+    ref = load_reference('tiny_example.npz')
     assert torch.equal(rref_basis(4, True).to(torch.from_numpy(ref['B']).dtype), torch.from_numpy(ref['B']))
 
 

@@ -65,7 +65,7 @@ def test_gradient_at_zero_is_basis_velocity(nc, zb):
 
 
 def test_zero_slope_cell_exact_gradient():
-    # docs/cpab.md §2: nc=2, no zero boundary, theta=[0.5, 1, 0.3] gives a_0 = 0 and
+    # docs/method.md §3.6: nc=2, no zero boundary, theta=[0.5, 1, 0.3] gives a_0 = 0 and
     # b_0 = 0.25 exactly. x = 0.1 stays in cell 0 (phi = 0.35); the exact
     # d phi / d theta_0 = t (a_k x + b_k) + a_k t^2 b / 2 = 0.4 - 0.125 = 0.275
     # (difw's a ~ 0 branch drops the second term and reports 0.400).

@@ -1,26 +1,29 @@
-"""CPAB1D against difw 0.0.31's stored reference vectors (``shared/reference/cpab``).
+"""CPAB1D against difw 0.0.31's stored reference vectors (``tests/data/cpab_reference``).
 
-Tolerances follow the reference README: float32 vs difw-torch-f32 at ~5e-6 (phi,
-Jacobian), 1e-4 / 1e-3 (data_out, zb / no zb), 5e-5 relative (data_grad); float64
-vs difw-numpy-f64 at ~1e-8 relative.
+Tolerances follow ``tests/data/cpab_reference/README.md``: float32 vs
+difw-torch-f32 at ~5e-6 (phi, Jacobian), 1e-4 / 1e-3 (data_out, zb / no zb),
+5e-5 relative (data_grad); float64 vs difw-numpy-f64 at ~1e-8 relative. The
+vectors ship with the repository; a missing file fails these tests.
 """
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from ditask_mm.cpab import CPAB1D
 
-REF_DIR = Path(__file__).resolve().parents[2].parent / 'shared' / 'reference' / 'cpab'
-CONFIGS = [(nc, zb) for nc in (2, 5, 16, 32) for zb in (True, False)]
-DTYPES = [torch.float32, torch.float64]
+from .reference_data import CONFIGS, REF_DIR, expected_files, load_config, load_reference
 
-pytestmark = pytest.mark.skipif(not REF_DIR.is_dir(), reason=f'reference vectors not found at {REF_DIR}')
+DTYPES = [torch.float32, torch.float64]
 
 
 def _load(nc, zb):
-    return np.load(REF_DIR / f'cpab_nc{nc:02d}_zb{int(zb)}.npz')
+    return load_config(nc, zb)
+
+
+def test_reference_directory_is_complete():
+    assert REF_DIR.is_dir(), f'{REF_DIR} is missing: the CPAB reference vectors ship with the repository'
+    present = sorted(p.name for p in REF_DIR.glob('*.npz'))
+    assert present == expected_files(), f'{REF_DIR} holds {present}, expected {expected_files()}'
 
 
 def _t(array, dtype):
@@ -45,7 +48,7 @@ def _row_jacobian(module, x, theta_row):
 
 @pytest.fixture(scope='module')
 def signals():
-    return np.load(REF_DIR / 'signal_and_weights.npz')
+    return load_reference('signal_and_weights.npz')
 
 
 @pytest.mark.parametrize('nc,zb', CONFIGS)
@@ -135,7 +138,7 @@ def test_transform_sequence_gradients(nc, zb, out_len, dtype, signals):
 
 
 def test_tiny_example():
-    ref = np.load(REF_DIR / 'tiny_example.npz')
+    ref = load_reference('tiny_example.npz')
     module = CPAB1D(4, True)
     theta, data = _t(ref['theta'], torch.float32).reshape(-1), _t(ref['data'], torch.float32).reshape(-1)
     a, b = module._slopes_intercepts(theta.double(), 1)

@@ -1,4 +1,4 @@
-"""PASCAL_MT dataset-side edge cases (shared/docs/data-and-metrics.md §1, §7(b))."""
+"""PASCAL_MT dataset-side edge cases (docs/datasets.md, Metrics M7)."""
 import json
 import os
 import shutil

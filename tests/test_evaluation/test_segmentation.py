@@ -1,5 +1,5 @@
 """mIoU of semseg and human parts: hand-computed values and the edge cases of
-shared/docs/data-and-metrics.md §7(b)."""
+docs/datasets.md, Metrics M1 and M7."""
 import logging
 import math
 
@@ -21,7 +21,7 @@ def img(values, dtype=np.int64):
 
 
 def brute_force_iou(pairs, num_classes):
-    """§4.1 literally: TP/FP/FN per class over gt != 255, IoU = TP / max(TP+FP+FN, 1e-8)."""
+    """Metrics M1 of docs/datasets.md literally: TP/FP/FN per class over gt != 255, IoU = TP / max(TP+FP+FN, 1e-8)."""
     tp, fp, fn = [0] * num_classes, [0] * num_classes, [0] * num_classes
     for pred, gt in pairs:
         for p, g in zip(pred.ravel().tolist(), gt.ravel().tolist()):

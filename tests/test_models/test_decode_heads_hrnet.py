@@ -8,7 +8,7 @@ from ditask_mm.models.decode_heads import MTLHRNetHead
 
 
 def test_public_parameter_count_for_the_pascal_tasks():
-    # method.md §3: downsampler 183,168 + head 292,680 + BN 2,160 + last conv, per task
+    # docs/method.md §5: downsampler 183,168 + head 292,680 + BN 2,160 + last conv, per task
     heads = [MTLHRNetHead([192, 384, 768, 768], c) for c in (21, 7, 1, 3)]
     assert sum(p.numel() for h in heads for p in h.parameters()) == 1_946_624
 

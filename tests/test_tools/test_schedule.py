@@ -5,6 +5,8 @@ from mmengine.config import Config
 from ditask_mm.engine.config_loading import load_run_config
 from ditask_mm.engine.schedule import stretch_schedulers, whole_iteration_schedule
 
+from .cli_utils import QUICK as QUICK_CONFIG
+
 WARMUP_COSINE = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=20, convert_to_iter_based=True),
     dict(type='CosineAnnealingLR', eta_min_ratio=1e-2, by_epoch=True, begin=20, end=300, T_max=280,
@@ -42,3 +44,16 @@ def test_load_run_config_stretches_only_when_the_run_length_changes():
     assert load_run_config(paper, ['max_epochs=30']).train_cfg.max_epochs == 30
     own = load_run_config(paper, ['train_cfg.max_epochs=30', 'param_scheduler.0.end=5'])
     assert own.param_scheduler[1]['end'] == 300  # the user set the schedule: left alone
+
+
+def test_cfg_options_data_root_reaches_every_dataloader(tmp_path):
+    """``--cfg-options data_root=DIR`` moves every dataset that read the file's data_root, not only the name."""
+    cfg = load_run_config(str(QUICK_CONFIG), ['data_root=/datasets/PASCAL_MT'], work_dir=str(tmp_path))
+    roots = {name: cfg[name].dataset.data_root for name in ('train_dataloader', 'val_dataloader', 'test_dataloader')}
+    assert roots == dict.fromkeys(roots, '/datasets/PASCAL_MT')
+    # a dataloader's own data_root wins over the top-level one
+    cfg = load_run_config(str(QUICK_CONFIG), ['data_root=/datasets/PASCAL_MT',
+                                              'val_dataloader.dataset.data_root=/elsewhere'], work_dir=str(tmp_path))
+    assert cfg.train_dataloader.dataset.data_root == '/datasets/PASCAL_MT'
+    assert cfg.val_dataloader.dataset.data_root == '/elsewhere'
+    assert cfg.test_dataloader.dataset.data_root == '/datasets/PASCAL_MT'

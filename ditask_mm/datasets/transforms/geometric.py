@@ -1,7 +1,7 @@
 """Geometric augmentation that keeps every task's target consistent.
 
-The public DiTASK/MTLoRA training pipeline (shared/docs/data-and-metrics.md
-§3.1): a horizontal flip that negates n_x, one rotation in [−20°, 20°] and
+The public DiTASK/MTLoRA training pipeline (``docs/method.md``
+§9): a horizontal flip that negates n_x, one rotation in [−20°, 20°] and
 one scale in [0.75, 1.25] about the image centre with zero-filled borders
 (normals rotated in the image plane, depth divided by the scale), then an
 anisotropic resize to a fixed size (normals renormalised in float64).

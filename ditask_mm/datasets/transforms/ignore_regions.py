@@ -1,6 +1,6 @@
 """Mark invalid target pixels with the ignore value, after all geometry.
 
-As the reference ``AddIgnoreRegions`` (shared/docs/data-and-metrics.md §3.1):
+As the reference ``AddIgnoreRegions`` (``docs/method.md`` §9, step 4):
 
 * normals: zero vectors (invalid classes, exposed borders) → 255 in all
   three channels;

@@ -2,7 +2,7 @@
 
 :class:`LoadMultiTaskAnnotations` reads the per-task source paths that the
 datasets put in each data-list entry and decodes them as the reference
-loaders do (shared/docs/data-and-metrics.md §1–2); each result key is
+loaders do (``docs/datasets.md``); each result key is
 appended to ``seg_fields``:
 
 * semseg, ``sem_seg_path`` → ``gt_sem_seg`` (H,W) uint8, values kept; with

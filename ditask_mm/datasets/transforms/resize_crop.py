@@ -1,7 +1,7 @@
 """mmseg-style random resize and crop for multi-task targets.
 
-An alternative to the reference pipeline (the ATRC/InvPT family:
-shared/docs/data-and-metrics.md §3.2). Both transforms keep normals
+An alternative to the reference pipeline (as the ATRC/InvPT line of code
+trains; ``docs/method.md`` §9). Both transforms keep normals
 consistent (nearest resampling: vectors stay unit length and validity stays
 sharp), scale depth with the zoom, and pad every target with its own value.
 For photometric augmentation use mmseg's ``PhotoMetricDistortion`` as is: it

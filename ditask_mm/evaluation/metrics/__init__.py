@@ -1,4 +1,4 @@
-"""Evaluation metrics of multi-task dense prediction (shared/docs/data-and-metrics.md §4)."""
+"""Evaluation metrics of multi-task dense prediction (``docs/datasets.md``, Metrics)."""
 from .depth import DepthEvaluator
 from .edge import EdgeProxyEvaluator
 from .multitask import MultiTaskMetric, delta_m

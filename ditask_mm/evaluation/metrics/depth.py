@@ -1,6 +1,6 @@
 """Depth (NYUD): RMSE and log-RMSE, pooled pixel-wise over the set.
 
-shared/docs/data-and-metrics.md §4.5. Valid pixels: ground truth ≠ 255 and
+``docs/datasets.md`` M4. Valid pixels: ground truth ≠ 255 and
 > 0 (0 marks missing depth and padding). The prediction is clamped to
 ≥ 1e-9 (so a prediction ≤ 0 keeps ``log_rmse`` finite)::
 

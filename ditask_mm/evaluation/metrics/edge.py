@@ -1,6 +1,6 @@
 """Edges: a balanced-BCE **proxy**, not the odsF of the papers.
 
-shared/docs/data-and-metrics.md §4.6. The only correct edge metric is odsF
+``docs/datasets.md`` M5. The only correct edge metric is odsF
 from MATLAB SEISM (with a matching distance tolerance), which is not computed
 here. Like the reference's online ``EdgeMeter``, this reports a
 class-balanced binary cross-entropy *loss* on the probabilities p: p is fed

@@ -6,7 +6,7 @@ per-task sufficient statistics, see the evaluators), so that mmengine's
 drops the padded duplicates of a distributed sampler. ``compute_metrics``
 sums the statistics of the whole set before dividing.
 
-Δm (shared/docs/data-and-metrics.md §4.7), over the T tasks with a baseline::
+Δm (``docs/datasets.md`` M6), over the T tasks with a baseline::
 
     Δm = 100 / T · Σ_i (−1)^{l_i} · (M_i − B_i) / B_i
 

@@ -1,6 +1,6 @@
 """Surface normals: angular error statistics (the V1 meter of the tables).
 
-shared/docs/data-and-metrics.md §4.4. Over the valid pixels of **all**
+``docs/datasets.md`` M3. Over the valid pixels of **all**
 images, with p the predicted unit vector (not renormalised: a zero vector
 gives 90°) and g the ground truth (not renormalised either)::
 

@@ -1,6 +1,6 @@
 """mIoU of label maps: semantic segmentation and human parts.
 
-shared/docs/data-and-metrics.md §4.1-4.2. Per class c, over the valid pixels
+``docs/datasets.md`` M1. Per class c, over the valid pixels
 (ground truth ≠ 255) of **all** images::
 
     I_c = #(gt = c ∧ pred = c),  P_c = #(pred = c),  G_c = #(gt = c)

@@ -52,7 +52,7 @@ LAYER_PATHS = {'qkv': 'attn.w_msa.qkv', 'proj': 'attn.w_msa.proj', 'fc1': 'ffn.l
 PER_STAGE_KEYS = ('tessellation_size', 'task_tessellation_size', 'rank', 'task_rank')
 #: Name patterns (``re.search``) of the non-adapter parameters each policy trains.
 TRAINABLE_POLICIES = {
-    # what the public DiTASK/MTLoRA code trains besides θ (method.md §1.5)
+    # what the public DiTASK/MTLoRA code trains besides θ (docs/method.md §7)
     'public': [r'^patch_embed\.', r'(^|\.)norm\d*\.', r'\.relative_position_bias_table$',
                r'\.downsample\.reduction\.'],
     'adapters': [],

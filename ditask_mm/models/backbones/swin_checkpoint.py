@@ -50,6 +50,10 @@ _STRIP_PREFIXES = ('module.',)
 _OUT_NORM = re.compile(r'^norm(\d+)\.')
 _STAGE = re.compile(r'^(layers|stages)\.(\d+)\.')
 _IN_MEMORY = '<in-memory state dict>'
+#: Official/timm name → mmseg name of the patch embedding's convolution.
+PATCH_EMBED_RENAME = ('patch_embed.proj.', 'patch_embed.projection.')
+#: Official/timm → mmseg names inside a block, each replaced once at a name boundary (start or after a dot).
+BLOCK_RENAMES = (('attn.', 'attn.w_msa.'), ('mlp.fc1.', 'ffn.layers.0.0.'), ('mlp.fc2.', 'ffn.layers.1.'))
 
 
 def _backbone_view(state_dict: Mapping) -> Tuple[Dict[str, torch.Tensor], List[str]]:
@@ -142,9 +146,14 @@ def _rename_layers_key(key: str, fmt: str) -> str:
     stage, rest = int(m.group(2)), key[m.end():]
     if rest.startswith('downsample.') and fmt == 'timm':
         stage -= 1
-    rest = re.sub(r'(^|\.)attn\.', r'\1attn.w_msa.', rest, count=1)
-    rest = rest.replace('mlp.fc1.', 'ffn.layers.0.0.').replace('mlp.fc2.', 'ffn.layers.1.')
-    return f'stages.{stage}.{rest}'
+    return f'stages.{stage}.{rename_at_boundary(rest, BLOCK_RENAMES)}'
+
+
+def rename_at_boundary(name: str, renames) -> str:
+    """Replace the first ``old`` of each ``(old, new)`` pair that starts ``name`` or follows a dot."""
+    for old, new in renames:
+        name = re.sub(r'(^|\.)' + re.escape(old), lambda m: m.group(1) + new, name, count=1)
+    return name
 
 
 def _final_stage(sd: Mapping) -> int:
@@ -196,8 +205,8 @@ def convert_swin_state_dict(state_dict: Mapping,
         if key.startswith('norm.'):
             key = f'norm{last}.' + key[len('norm.'):]
         elif fmt in ('official', 'timm'):
-            if key.startswith('patch_embed.proj.'):
-                key = 'patch_embed.projection.' + key[len('patch_embed.proj.'):]
+            if key.startswith(PATCH_EMBED_RENAME[0]):
+                key = PATCH_EMBED_RENAME[1] + key[len(PATCH_EMBED_RENAME[0]):]
             elif key.startswith('layers.'):
                 key = _rename_layers_key(key, fmt)
                 if re.search(r'\.downsample\.(reduction\.weight|norm\.)', key):

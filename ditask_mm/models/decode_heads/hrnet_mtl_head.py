@@ -1,6 +1,6 @@
 """One task's HRNet-style head over four feature scales.
 
-As the public DiTASK/MTLoRA decoder (shared/docs/method.md §3): each input
+As the public DiTASK/MTLoRA decoder (``docs/method.md`` §5): each input
 scale is projected by a 1×1 convolution (no bias) to a narrow width (18, 36,
 72, 144 by default: the public per-task "Downsampler"), the coarser three are
 upsampled bilinearly to the finest scale and concatenated (270 channels),

@@ -1,7 +1,7 @@
 """Class-balanced binary cross-entropy for saliency and edges.
 
-DiTASK's ``BalancedCrossEntropyLoss(size_average=True)`` (shared/docs/method.md
-§4): binary labels ``y = target >= threshold``, per-pixel BCE-with-logits ℓ,
+DiTASK's ``BalancedCrossEntropyLoss(size_average=True)`` (``docs/method.md``
+§6): binary labels ``y = target >= threshold``, per-pixel BCE-with-logits ℓ,
 
     L = (w · Σ_{y=1} ℓ + (1 − w) · Σ_{y=0} ℓ) / N,
 

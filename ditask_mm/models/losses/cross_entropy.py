@@ -1,7 +1,7 @@
 """Pixel-wise softmax cross-entropy for semseg and human parts.
 
 DiTASK trains semseg and human parts with LogSoftmax + NLL, ignore label 255,
-averaged over the valid pixels of the whole batch (shared/docs/method.md §4).
+averaged over the valid pixels of the whole batch (``docs/method.md`` §6).
 Unlike the original, a batch without any valid pixel (e.g. human parts of a
 batch with no person, all 255) gives exactly 0 instead of NaN.
 """

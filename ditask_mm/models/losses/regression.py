@@ -1,10 +1,10 @@
 """L1 losses for dense regression: surface normals and depth.
 
 Normals follow DiTASK's ``NormalsLoss(normalize=True, size_average=True,
-norm=1)`` (shared/docs/method.md §4); depth is the masked L1 used for NYUD.
+norm=1)`` (``docs/method.md`` §6); depth is the masked L1 used for NYUD.
 Invalid normals are 255 in all channels (``AddIgnoreRegions``); invalid depth
 is 0 in the raw maps and as the padding value, and 255 after
-``AddIgnoreRegions`` (shared/docs/data-and-metrics.md), so both are ignored.
+``AddIgnoreRegions`` (``docs/method.md`` §9), so both are ignored.
 """
 import torch.nn.functional as F
 from torch import Tensor
