@@ -11,7 +11,8 @@ import pytest
 from mmengine.config import Config
 
 from ditask_mm.datasets.synthetic import generate
-from ditask_mm.engine.config_loading import load_run_config, normalize_vis_backends
+from ditask_mm.engine.config_loading import load_run_config
+from ditask_mm.engine.vis_backends import normalize_vis_backends
 
 from .cli_utils import QUICK, REPO, scalars, tiny_config, train
 
