@@ -1,5 +1,4 @@
 """LoRALinear and MTLoRALinear (baselines)."""
-import pytest
 import torch
 import torch.nn as nn
 
@@ -31,8 +30,10 @@ def test_lora_gradients_reach_only_the_low_rank_factors():
     assert layer.weight.grad is None and layer.bias.grad is None
     assert layer.lora_A.grad.abs().sum() > 0 and layer.lora_B.grad.abs().sum() > 0
     assert sorted(n for n, _ in layer.adapter_parameters()) == ['lora_A', 'lora_B']
-    with pytest.raises(ValueError, match='task-agnostic'):
-        LoRALinear(nn.Linear(4, 4), tasks=['a'])
+    # tasks used to raise; each task now gets its own pair (tests/test_adapters/test_lora_tasks.py)
+    with_task = LoRALinear(nn.Linear(4, 4), tasks=['a'])
+    assert sorted(n for n, _ in with_task.adapter_parameters()) == ['lora_A', 'lora_B', 'lora_tasks_A.a',
+                                                                    'lora_tasks_B.a']
 
 
 def test_mtlora_shared_and_task_paths_follow_the_public_code():

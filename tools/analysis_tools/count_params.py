@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Count a config's trainable parameters by group.
 
-Groups: adapter parameters (shared and per task), the other trainable
-backbone parameters, decode heads, and totals
+Groups: adapter parameters (shared, per task, and one row per task or task
+group key such as ``semseg+human_parts``), the other trainable backbone
+parameters, decode heads, and totals
 (:func:`ditask_mm.analysis.count_parameters`). The model is built from the
 config without loading pretrained weights (nothing is downloaded).
 
@@ -15,7 +16,10 @@ import argparse
 import contextlib
 import json
 import sys
-from typing import Dict, List
+from typing import Any, Dict, List, Tuple
+
+#: Keys of :func:`ditask_mm.analysis.count_parameters` that ``--json`` prints, besides ``adapter_by_group``.
+JSON_KEYS = ('backbone_trainable', 'adapter', 'decode_heads', 'total_trainable', 'total')
 
 
 def parse_cfg_options(items: List[str]) -> Dict:
@@ -26,6 +30,29 @@ def parse_cfg_options(items: List[str]) -> Dict:
         key, value = item.split('=', 1)
         options[key] = DictAction._parse_iterable(value)
     return options
+
+
+def json_summary(counts: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``--json`` object: :data:`JSON_KEYS` and ``adapter_by_group`` (``{task or group key: count}``)."""
+    return {**{k: counts[k] for k in JSON_KEYS}, 'adapter_by_group': dict(counts['adapter_by_group'])}
+
+
+def table_rows(counts: Dict[str, Any]) -> List[Tuple[str, int]]:
+    """``(group label, parameters)`` rows of the table; one ``adapter, group KEY`` row per task or group key."""
+    groups = [(f'adapter, group {key}', value) for key, value in counts['adapter_by_group'].items()]
+    return [('adapter, shared', counts['adapter_shared']), ('adapter, per task', counts['adapter_task']), *groups,
+            ('other backbone', counts['other_backbone']), ('backbone trainable', counts['backbone_trainable']),
+            ('decode heads', counts['decode_heads']), ('total trainable', counts['total_trainable']),
+            ('total (incl. frozen)', counts['total'])]
+
+
+def format_table(config: str, counts: Dict[str, Any]) -> str:
+    """The config's name and a Markdown table of :func:`table_rows`, one line each."""
+    rows = table_rows(counts)
+    width = max(22, *(len(name) for name, _ in rows))
+    lines = [config, f"| {'group':<{width}} | {'parameters':>12} |", f"|{'-' * (width + 2)}|{'-' * 14}|"]
+    lines += [f'| {name:<{width}} | {value:>12,} |' for name, value in rows]
+    return '\n'.join(lines)
 
 
 def main() -> int:
@@ -41,17 +68,9 @@ def main() -> int:
         counts = count_parameters(init_model(args.config, cfg_options=parse_cfg_options(args.cfg_options),
                                              init_weights=False))
     if args.json:
-        keys = ('backbone_trainable', 'adapter', 'decode_heads', 'total_trainable', 'total')
-        print(json.dumps({k: counts[k] for k in keys}))
-        return 0
-    rows = [('adapter, shared', counts['adapter_shared']), ('adapter, per task', counts['adapter_task']),
-            ('other backbone', counts['other_backbone']), ('backbone trainable', counts['backbone_trainable']),
-            ('decode heads', counts['decode_heads']), ('total trainable', counts['total_trainable']),
-            ('total (incl. frozen)', counts['total'])]
-    print(f'{args.config}')
-    print(f"| {'group':<22} | {'parameters':>12} |\n|{'-' * 24}|{'-' * 14}|")
-    for name, value in rows:
-        print(f'| {name:<22} | {value:>12,} |')
+        print(json.dumps(json_summary(counts)))
+    else:
+        print(format_table(args.config, counts))
     return 0
 
 

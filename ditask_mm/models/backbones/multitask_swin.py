@@ -12,6 +12,11 @@ with the same state-dict keys):
 * PatchMerging applies to every task stream; the next stage consumes the
   shared stream; the shared path of the last block of the last stage, whose
   output nothing reads, is neither built nor run;
+* more generally, ``task_groups`` gives each stage a partition of the tasks:
+  a group's branch has one set of task-specific parameters and runs once for
+  all its tasks, over the stage's last ``branch_depth`` blocks, either beside
+  the shared trunk (``branch_mode='side'``, DiTASK) or as a tree whose group
+  streams continue into the next stage (``'tree'``; :mod:`.task_groups`);
 * every block, shared and branched, follows the official Swin rule for maps
   that fit in one window (no shift, a ``min(H, W)`` window; :mod:`.window_rule`),
   decided at each forward from the stage's actual size.
@@ -37,7 +42,9 @@ from torch import Tensor
 from ...adapters import (adapter_layers, capture_spectra, inject_adapters, refresh_svd_caches,
                          set_trainable, use_spectra)
 from ...registry import MODELS
-from .task_branch import branched_block_forward
+from .task_branch import routed_block_forward
+from .task_groups import (SHARED_ONLY, StagePlan, groups_from_task_stages, layer_paths,
+                          normalise_groups, plan_streams)
 from .window_rule import apply_official_window_rule
 
 ARCH_SETTINGS = {
@@ -89,10 +96,23 @@ class MultiTaskSwinTransformer(SwinTransformer):
             ``qkv``, ``proj``, ``fc1``, ``fc2``.
         adapted_blocks: Per stage, the indices of the blocks to adapt
             (negative indices count from the end), or ``None`` for all.
-        task_layers: Which linears of the last block of a branched stage get a
-            per-task adaptation (``qkv`` is not allowed: attention is shared).
-        task_stages: Stages whose last block branches per task. In the other
-            stages every task reads the shared stream.
+        task_layers: Which linears of a branched block get a per-group
+            adaptation (``qkv`` is not allowed: its adaptation is shared).
+        task_stages: Stages whose last block branches per task (default: all);
+            shorthand for ``task_groups`` with one task per group there and
+            all tasks together elsewhere. Give one or the other.
+        task_groups: One partition of ``tasks`` per stage, e.g.
+            ``[[tasks], [tasks], [['semseg', 'human_parts'], ['sal', 'normals']],
+            [[t] for t in tasks]]``. A group of all tasks is the shared stream
+            (no branch); a smaller group gets one branch with its own
+            task-specific parameters (key: its tasks joined by ``+``), shared by
+            its tasks, whose heads read that branch.
+        branch_depth: How many of a stage's last blocks branch (int, or one
+            per stage).
+        branch_mode: ``'side'`` (DiTASK: branches feed the heads, the shared
+            trunk feeds the next stage) or ``'tree'`` (group streams continue
+            into the next stage, which may split them further; each stage's
+            partition must refine the one before).
         out_type: ``'post_merge'`` (public layout) or ``'pre_merge'``.
         trainable: Policy for the backbone's parameters: ``'public'`` (the
             adapters plus patch_embed, all norms, relative-position bias
@@ -126,7 +146,10 @@ class MultiTaskSwinTransformer(SwinTransformer):
                  adapted_layers: Sequence[str] = ('qkv', 'proj', 'fc1', 'fc2'),
                  adapted_blocks: Optional[Sequence[Sequence[int]]] = None,
                  task_layers: Sequence[str] = ('proj', 'fc1', 'fc2'),
-                 task_stages: Sequence[int] = (0, 1, 2, 3),
+                 task_stages: Optional[Sequence[int]] = None,
+                 task_groups: Optional[Sequence[Sequence[Sequence[str]]]] = None,
+                 branch_depth: Union[int, Sequence[int]] = 1,
+                 branch_mode: str = 'side',
                  out_type: str = 'post_merge',
                  trainable: Union[str, Sequence[str]] = 'public',
                  min_pretrained_fraction: float = 0.95,
@@ -153,14 +176,15 @@ class MultiTaskSwinTransformer(SwinTransformer):
         if not set(task_layers) <= set(adapted_layers):
             raise ValueError(f'task_layers {list(task_layers)} must be among adapted_layers {list(adapted_layers)}')
         num_stages = len(arch_cfg['depths'])
-        if not set(task_stages) <= set(range(num_stages)):
-            raise ValueError(f'task_stages {list(task_stages)} must be stage indices < {num_stages}')
+        task_groups = self._resolve_groups(tasks, num_stages, task_stages, task_groups,
+                                           bool(task_layers) and adapter is not None)
+        self.plan: List[StagePlan] = plan_streams(tasks, arch_cfg['depths'], task_groups, branch_depth, branch_mode)
         super().__init__(out_indices=tuple(range(num_stages)) if out_type == 'pre_merge' else (),
                          drop_path_rate=drop_path_rate, init_cfg=init_cfg, **arch_cfg, **swin_kwargs)
         self.tasks = tasks
         self.out_type = out_type
-        # without task-specific layers every task reads the shared stream: no branching
-        self.task_stages = tuple(sorted(set(task_stages))) if task_layers else ()
+        self.branch_mode = branch_mode
+        self.task_stages = tuple(i for i, plan in enumerate(self.plan) if plan.branches)
         self.min_pretrained_fraction = min_pretrained_fraction
         self.with_cp_branches = with_cp_branches
         self.official_window_rule = official_window_rule
@@ -168,34 +192,50 @@ class MultiTaskSwinTransformer(SwinTransformer):
             apply_official_window_rule(self)
         if adapter is not None:
             self._inject(dict(adapter), adapted_layers, adapted_blocks, task_layers)
-        elif task_layers and task_stages:
-            self.task_stages = ()  # plain linears have no task adaptation: every task reads the shared stream
         self.apply_trainable_policy(trainable)
 
     # ----------------------------------------------------------- building
+    @staticmethod
+    def _resolve_groups(tasks, num_stages: int, task_stages, task_groups, can_branch: bool):
+        """The per-stage partition from ``task_groups`` or ``task_stages`` (never both)."""
+        if task_groups is not None and task_stages is not None:
+            raise ValueError('give task_groups or task_stages, not both (task_stages=[i, ...] is task_groups with '
+                             'one task per group in those stages)')
+        shared_only = [[list(tasks)]] * num_stages
+        if task_groups is None:
+            task_stages = range(num_stages) if task_stages is None else task_stages
+            if not set(task_stages) <= set(range(num_stages)):
+                raise ValueError(f'task_stages {list(task_stages)} must be stage indices < {num_stages}')
+            # plain linears or no task layers: nothing to branch, every task reads the shared stream
+            return groups_from_task_stages(task_stages, tasks, num_stages) if can_branch else shared_only
+        groups = normalise_groups(task_groups, tasks, num_stages)
+        if not can_branch and any(len(g) > 1 for g in groups):
+            raise ValueError(f'task_groups {[[list(g) for g in s] for s in groups]} branch, but the backbone has '
+                             'no task-specific layers to branch with (adapter=None or task_layers=()); '
+                             'give an adapter and task_layers, or share every stage')
+        return groups
     def _inject(self, adapter: Dict, adapted_layers, adapted_blocks, task_layers) -> Dict[str, nn.Module]:
         """Replace the selected linears by ``adapter`` layers; returns them by qualified name."""
         cls = MODELS.get(adapter['type']) if isinstance(adapter['type'], str) else adapter['type']
         if cls is None:
             raise KeyError(f"adapter type {adapter['type']!r} is not registered")
         params = inspect.signature(cls).parameters
-        last_stage = len(self.stages) - 1
         targets, overrides = [], []
         for i, stage in enumerate(self.stages):
             depth = len(stage.blocks)
             blocks = range(depth) if adapted_blocks is None else sorted({b % depth for b in adapted_blocks[i]})
             for j in blocks:
-                branched = i in self.task_stages and j == depth - 1
                 for layer in adapted_layers:
                     name = f'stages.{i}.blocks.{j}.{LAYER_PATHS[layer]}'
                     args = {k: (v[i] if k in PER_STAGE_KEYS and isinstance(v, (list, tuple)) else v)
                             for k, v in adapter.items() if k != 'type'}
                     if layer == 'qkv' and 'num_splits' in params:
                         args['num_splits'] = 3
-                    if branched and layer in task_layers:
-                        args['tasks'] = list(self.tasks)
-                        if i == last_stage:  # nothing reads this block's shared output
-                            args['shared'] = False
+                    shared, keys = layer_paths(self.plan[i].routes[j], layer in task_layers)
+                    if keys:
+                        args['tasks'] = keys
+                    if not shared:  # nothing reads this layer's shared output
+                        args['shared'] = False
                     targets.append(re.escape(name))
                     overrides.append(dict(pattern=re.escape(name), **args))
         if not targets:
@@ -272,58 +312,51 @@ class MultiTaskSwinTransformer(SwinTransformer):
         x, hw = self.patch_embed(x)
         if self.use_abs_pos_embed:
             x = x + self.absolute_pos_embed
-        x = self.drop_after_pos(x)
+        streams: Dict[Optional[str], Tensor] = {None: self.drop_after_pos(x)}
         outs: Dict[str, List[Tensor]] = {t: [] for t in self.tasks}
-        last = len(self.stages) - 1
-        for i, stage in enumerate(self.stages):
-            for block in stage.blocks[:-1]:
-                x = block(x, hw)
-            if i in self.task_stages:
-                shared, streams = self._branch(stage.blocks[-1], x, hw, need_shared=i < last)
-            else:
-                shared = stage.blocks[-1](x, hw)
-                streams = {t: shared for t in self.tasks}
+        for i, (stage, plan) in enumerate(zip(self.stages, self.plan)):
+            for block, routes in zip(stage.blocks, plan.routes):
+                streams = self._run_block(block, streams, hw, routes)
+            ends = plan.streams_at_end()
             if self.out_type == 'pre_merge':
                 norm = getattr(self, f'norm{i}')
+                maps = {k: self._to_map(norm(streams[k]), hw) for k in dict.fromkeys(plan.task_keys.values())}
                 for t in self.tasks:
-                    outs[t].append(self._to_map(norm(streams[t]), hw))
+                    outs[t].append(maps[plan.task_keys[t]])
             if stage.downsample is None:
                 if self.out_type == 'post_merge':
                     for t in self.tasks:
-                        outs[t].append(self._to_map(streams[t], hw))
+                        outs[t].append(self._to_map(streams[plan.task_keys[t]], hw))
                 continue
-            merged, next_hw = self._merge(stage.downsample, shared, streams, hw)
+            # post_merge: PatchMerging of every stream a head reads, else only of what the next stage reads
+            merging = ends if self.out_type == 'post_merge' else plan.carry
+            merged, hw = self._merge(stage.downsample, {k: streams[k] for k in merging}, hw)
             if self.out_type == 'post_merge':
                 for t in self.tasks:
-                    outs[t].append(self._to_map(merged[t], next_hw))
-            x, hw = merged[None], next_hw
+                    outs[t].append(self._to_map(merged[plan.task_keys[t]], hw))
+            streams = {k: merged[k] for k in plan.carry}
         return outs
 
-    def _branch(self, block: nn.Module, x: Tensor, hw, need_shared: bool):
-        """The branched last block of a stage, checkpointed if asked (see ``with_cp_branches``)."""
-        if not ((self.with_cp_branches or block.with_cp) and torch.is_grad_enabled()):
-            return branched_block_forward(block, x, hw, self.tasks, need_shared)
+    def _run_block(self, block: nn.Module, streams: Dict[Optional[str], Tensor], hw,
+                   routes) -> Dict[Optional[str], Tensor]:
+        """One block over its routes; a branched one checkpointed if asked (see ``with_cp_branches``)."""
+        if routes == SHARED_ONLY or not ((self.with_cp_branches or block.with_cp) and torch.is_grad_enabled()):
+            return routed_block_forward(block, streams, hw, routes)
         spectra = capture_spectra(block)  # the recomputation must read the same spectra
+        keys = list(dict.fromkeys(src for _, src in routes))
 
-        def run(x: Tensor):
+        def run(*inputs: Tensor):
             with use_spectra(spectra):
-                return branched_block_forward(block, x, hw, self.tasks, need_shared)
-        return cp.checkpoint(run, x, use_reentrant=False)
+                result = routed_block_forward(block, dict(zip(keys, inputs)), hw, routes)
+            return tuple(result[out] for out, _ in routes)
+        outputs = cp.checkpoint(run, *[streams[k] for k in keys], use_reentrant=False)
+        return {out: y for (out, _), y in zip(routes, outputs)}
 
-    def _merge(self, downsample: nn.Module, shared: Tensor, streams: Dict[str, Tensor], hw):
-        """PatchMerging of the shared stream and (post_merge) the distinct task streams, in one call."""
-        names: List[Optional[str]] = [None]
-        tensors = [shared]
-        if self.out_type == 'post_merge':
-            for t in self.tasks:
-                if streams[t] is not shared:
-                    names.append(t)
-                    tensors.append(streams[t])
-        merged, next_hw = downsample(torch.cat(tensors, 0), hw)
-        parts = dict(zip(names, merged.chunk(len(tensors), 0)))
-        result = {t: parts.get(t, parts[None]) for t in self.tasks}
-        result[None] = parts[None]
-        return result, next_hw
+    @staticmethod
+    def _merge(downsample: nn.Module, streams: Dict[Optional[str], Tensor], hw):
+        """PatchMerging of several streams in one call; returns them by key and the new ``(H, W)``."""
+        merged, next_hw = downsample(torch.cat(list(streams.values()), 0), hw)
+        return dict(zip(streams, merged.chunk(len(streams), 0))), next_hw
 
     @staticmethod
     def _to_map(tokens: Tensor, hw) -> Tensor:

@@ -1,11 +1,13 @@
-"""Run the last Swin block of a stage once per task, sharing what can be shared.
+"""Run a Swin block for several streams (shared, task groups), sharing what can be shared.
 
 In DiTASK's multi-task Swin (as in the public DiTASK code) the last block of each
 stage computes the windowed attention once, from the shared stream, and then
 branches: every task projects the attention context with its own ``proj``,
 adds it to the shared residual, and runs its own MLP (``fc1``/``fc2`` with
 its task transform; ``norm2`` is shared). The shared path of that block is
-computed only when the next stage needs it.
+computed only when the next stage needs it. With task groups
+(:mod:`.task_groups`) a block may also read several streams: the attention
+then runs once per input stream, all of them in one batch.
 
 These functions drive mmseg's ``SwinBlock`` modules (their ``norm1``,
 ``attn.w_msa`` weights, ``norm2`` and ``ffn``); they do not copy them. The
@@ -15,13 +17,14 @@ The attention follows the block's window rule (:mod:`.window_rule`: the
 official one, no shift and a ``min(H, W)`` window when the map fits in a
 window), exactly as the shared blocks do.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from ...adapters import AdapterLayer
+from .task_groups import SHARED_ONLY, Routes
 from .window_rule import attention_context, merge_windows
 
 
@@ -50,30 +53,57 @@ def ffn_forward(ffn: nn.Module, x: Tensor, identity: Tensor, task: Optional[str]
     return identity + ffn.dropout_layer(ffn.gamma2(y))
 
 
-def branched_block_forward(block: nn.Module, x: Tensor, hw_shape: Tuple[int, int],
-                           tasks: Sequence[str], need_shared: bool) -> Tuple[Optional[Tensor], Dict[str, Tensor]]:
-    """Run an mmseg ``SwinBlock`` once for the shared stream and once per task.
+def routed_block_forward(block: nn.Module, inputs: Mapping[Optional[str], Tensor], hw_shape: Tuple[int, int],
+                         routes: Routes) -> Dict[Optional[str], Tensor]:
+    """Run an mmseg ``SwinBlock`` for every ``(output, input)`` stream pair of ``routes``.
+
+    The windowed attention (with the shared ``qkv``) is computed once per
+    distinct input stream, all inputs in one batch; every output stream then
+    projects its input's context with its own ``proj``, adds its input's
+    residual and runs its own MLP. Layers without a transform for a stream
+    use their shared one.
 
     Args:
-        block: The last block of a stage, with adapter layers whose tasks are
-            ``tasks`` (layers without a task transform use their shared one).
-        x: Shared-stream input, ``(B, H·W, C)``.
+        block: An mmseg ``SwinBlock`` whose adapter layers know the
+            streams' keys (:mod:`.task_groups`).
+        inputs: Input tokens by stream key (``None``: shared), each
+            ``(B, H·W, C)``.
         hw_shape: ``(H, W)``.
-        tasks: Task names, in output order.
-        need_shared: Whether the shared output is consumed (by the next
-            stage). If not, its projection and MLP are not computed.
+        routes: ``(output key, input key)`` pairs.
+
+    Returns:
+        ``{output key: (B, H·W, C)}``.
+    """
+    if tuple(routes) == SHARED_ONLY:
+        return {None: block(inputs[None], hw_shape)}
+    sources = list(dict.fromkeys(src for _, src in routes))
+    readers = {src: [out for out, s in routes if s == src] for src in sources}
+    batch = inputs[sources[0]].shape[0]
+    x = torch.cat([inputs[s] for s in sources], 0) if len(sources) > 1 else inputs[sources[0]]
+    shift_msa = block.attn
+    context, geometry = attention_context(shift_msa, block.norm1(x), hw_shape)
+    outputs: List[Optional[str]] = []
+    projected: List[Tensor] = []
+    for src, ctx in zip(sources, context.chunk(len(sources), 0)):
+        outs = readers[src]
+        projected += [shift_msa.w_msa.proj_drop(y) for y in call_linear_paths(shift_msa.w_msa.proj, ctx, outs)]
+        outputs += outs
+    attended = merge_windows(shift_msa, torch.cat(projected, 0), dict(geometry, B=batch), len(outputs))
+    source_of = dict(routes)
+    result = {}
+    for out, part in zip(outputs, attended.chunk(len(outputs), 0)):
+        stream = part + inputs[source_of[out]]
+        result[out] = ffn_forward(block.ffn, block.norm2(stream), stream, out)
+    return result
+
+
+def branched_block_forward(block: nn.Module, x: Tensor, hw_shape: Tuple[int, int],
+                           tasks: Sequence[str], need_shared: bool) -> Tuple[Optional[Tensor], Dict[str, Tensor]]:
+    """DiTASK's branched last block: the shared stream (if ``need_shared``) and one stream per task, all from ``x``.
 
     Returns:
         ``(shared output or None, {task: output})``, each ``(B, H·W, C)``.
     """
-    shift_msa = block.attn
-    context, geometry = attention_context(shift_msa, block.norm1(x), hw_shape)
-    path_names: List[Optional[str]] = ([None] if need_shared else []) + list(tasks)
-    projected = [shift_msa.w_msa.proj_drop(y) for y in call_linear_paths(shift_msa.w_msa.proj, context, path_names)]
-    attended = merge_windows(shift_msa, torch.cat(projected, 0), geometry, len(path_names))
-    streams = [part + x for part in attended.chunk(len(path_names), 0)]
-    outputs = {}
-    for name, stream in zip(path_names, streams):
-        outputs[name] = ffn_forward(block.ffn, block.norm2(stream), stream, name)
-    shared = outputs.pop(None) if need_shared else None
-    return shared, outputs
+    routes = ((None, None),) * bool(need_shared) + tuple((t, None) for t in tasks)
+    outputs = routed_block_forward(block, {None: x}, hw_shape, routes)
+    return outputs.pop(None, None), outputs
