@@ -35,6 +35,12 @@ EXPECTED_MODEL = {
     **{f'ditask/swin-{arch}_pascal-mtl.py': PASCAL for arch in 'tsbl'},
     **{f'ditask/swin-{arch}_nyud-mtl.py': NYUD for arch in 'tsbl'},
     'ditask/swin-t_pascal-mtl_clean.py': PASCAL,
+    'ditask/swin-t_pascal-mtl_progressive.py': PASCAL,
+    'ditask/swin-t_pascal-mtl_progressive-tree.py': PASCAL,
+    'ditask/swin-t_nyud-mtl_progressive.py': NYUD,
+    'ditask/swin-t_nyud-mtl_progressive-tree.py': NYUD,
+    'baselines/progressive-lora_swin-t_pascal-mtl.py': PASCAL,
+    'baselines/progressive-lora_swin-t_nyud-mtl.py': NYUD,
     'ditask/swin-t_synthetic-mtl_quick.py': PASCAL,
     'ditask/dinov2-s_pascal-mtl.py': PASCAL,
     'ditask/vit-b_pascal-mtl.py': PASCAL,
@@ -122,3 +128,33 @@ def test_trainable_parameters_match_the_public_figures(name):
     counts = load_count_params()(MODELS.build(cfg.model))
     assert counts['backbone_trainable'] == EXPECTED_BACKBONE_TRAINABLE[name]
     assert counts['decode_heads'] == 1_946_624
+
+
+#: config -> (branch_mode, groups per stage, adapter layer type, total trainable parameters stated in its comment)
+PROGRESSIVE = {
+    'ditask/swin-t_pascal-mtl_progressive.py': ('side', 'DiTASKLinear', None),
+    'ditask/swin-t_pascal-mtl_progressive-tree.py': ('tree', 'DiTASKLinear', None),
+    'baselines/progressive-lora_swin-t_pascal-mtl.py': ('tree', 'LoRALinear', 5_340_218),
+    'ditask/swin-t_nyud-mtl_progressive.py': ('side', 'DiTASKLinear', None),
+    'ditask/swin-t_nyud-mtl_progressive-tree.py': ('tree', 'DiTASKLinear', None),
+    'baselines/progressive-lora_swin-t_nyud-mtl.py': ('tree', 'LoRALinear', None),
+}
+
+
+@pytest.mark.parametrize('name', sorted(PROGRESSIVE))
+def test_progressive_configs_share_the_first_stages_and_split_toward_the_heads(name):
+    from ditask_mm.adapters import adapter_layers
+    mode, layer_type, trainable = PROGRESSIVE[name]
+    cfg = resolve_tasks(Config.fromfile(str(REPO / 'configs' / name)))
+    init_default_scope(cfg.default_scope)
+    model = MODELS.build(cfg.model)
+    backbone, tasks = model.backbone, tuple(cfg.tasks)
+    groups = [plan.groups for plan in backbone.plan]
+    assert backbone.branch_mode == mode and backbone.task_stages == (2, 3)
+    assert groups[0] == groups[1] == (tasks,)  # stages 1-2 shared
+    assert len(groups[2]) == 2 and groups[3] == tuple((t,) for t in tasks)  # two groups, then one task per group
+    assert {type(layer).__name__ for _, layer in adapter_layers(backbone)} == {layer_type}
+    keys = {key for _, layer in adapter_layers(backbone) for key in layer.tasks}
+    assert keys == {'+'.join(g) if len(g) > 1 else g[0] for g in groups[2] + groups[3]}
+    if trainable is not None:
+        assert load_count_params()(model)['total_trainable'] == trainable

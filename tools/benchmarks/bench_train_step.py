@@ -30,6 +30,11 @@ path runs unchanged under the name of its file stem). Built-in variants:
   adapters only, every task reads the shared stream): what the branches cost;
 * ``ditask_clean_cp_branches``: ``ditask_clean`` with the branched blocks
   checkpointed (``with_cp_branches=True``): memory traded for time;
+* ``ditask_progressive``, ``ditask_progressive_tree``: configs/ditask/
+  swin-t_pascal-mtl_progressive{,-tree}.py (task groups per stage: stages
+  1-2 shared, two groups in stage 3, one task per group in stage 4);
+* ``progressive_lora``: configs/baselines/progressive-lora_swin-t_pascal-mtl.py
+  (the progressive task-specific LoRA method);
 * ``mtlora_r64``, ``lora_r4``, ``decoder_only``: the baselines;
 * ``full_ft``: plain shared Swin-T, every weight trains;
 * ``full_ft_branched``: the ``ditask_clean`` model with its adapters merged
@@ -65,8 +70,8 @@ import subprocess
 import sys
 from typing import Callable, Dict, List, NamedTuple, Sequence
 
-from bench_utils import (CLEAN, DITASK, PER_CALL_SVD_OPTION, build_model, count_flops, current_rss, peak_rss,
-                         random_batch, reset_peak_rss, timed, write_json_atomic)
+from bench_utils import (CLEAN, DITASK, PER_CALL_SVD_OPTION, PROGRESSIVE, PROGRESSIVE_TREE, build_model, count_flops,
+                         current_rss, peak_rss, random_batch, reset_peak_rss, timed, write_json_atomic)
 
 INFERENCE = 'inference'
 
@@ -85,6 +90,9 @@ VARIANTS = {v.name: v for v in (
     Variant('ditask_per_call_svd', DITASK, [PER_CALL_SVD_OPTION]),
     Variant('ditask_shared_only', CLEAN, ['model.backbone.task_layers=()']),
     Variant('ditask_clean_cp_branches', CLEAN, ['model.backbone.with_cp_branches=True']),
+    Variant('ditask_progressive', PROGRESSIVE, []),
+    Variant('ditask_progressive_tree', PROGRESSIVE_TREE, []),
+    Variant('progressive_lora', 'configs/baselines/progressive-lora_swin-t_pascal-mtl.py', []),
     Variant('mtlora_r64', 'configs/baselines/mtlora-r64_swin-t_pascal-mtl.py', []),
     Variant('lora_r4', 'configs/baselines/lora-r4_swin-t_pascal-mtl.py', []),
     Variant('full_ft', 'configs/baselines/full-ft_swin-t_pascal-mtl.py', []),

@@ -19,6 +19,8 @@ from typing import Callable, Dict, Iterable, List, Sequence
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DITASK = 'configs/ditask/swin-t_pascal-mtl.py'
 CLEAN = 'configs/ditask/swin-t_pascal-mtl_clean.py'
+PROGRESSIVE = 'configs/ditask/swin-t_pascal-mtl_progressive.py'
+PROGRESSIVE_TREE = 'configs/ditask/swin-t_pascal-mtl_progressive-tree.py'
 #: ``--cfg-options`` entry that makes a DiTASK model recompute every SVD on every call (the public code's cost).
 PER_CALL_SVD_OPTION = 'model.backbone.adapter.type=PerCallSVDDiTASKLinear'
 

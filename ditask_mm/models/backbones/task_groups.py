@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 BRANCH_MODES = ('side', 'tree')
+#: What a stage of ``task_groups`` may be instead of a list of groups.
+STAGE_SHORTHANDS = ('shared', 'per_task')
 #: Joins the tasks of a group into its key.
 GROUP_SEPARATOR = '+'
 #: ``(output stream, input stream)`` pairs of one block; ``None`` is the shared stream.
@@ -75,8 +77,11 @@ def normalise_groups(task_groups: Sequence[Sequence[Sequence[str]]], tasks: Sequ
                      num_stages: int) -> Tuple[Tuple[Tuple[str, ...], ...], ...]:
     """Check that ``task_groups`` has one partition of ``tasks`` per stage; return it in canonical order.
 
-    Canonical order: tasks within a group, and groups by their first task,
-    follow ``tasks``, so that equal partitions give equal parameter names.
+    A stage may also be given as ``'shared'`` (all tasks in one group) or
+    ``'per_task'`` (one task per group), which keeps a config valid when its
+    task list changes. Canonical order: tasks within a group, and groups by
+    their first task, follow ``tasks``, so that equal partitions give equal
+    parameter names.
 
     Raises:
         ValueError: If the number of stages is wrong, or a stage's groups miss,
@@ -88,8 +93,11 @@ def normalise_groups(task_groups: Sequence[Sequence[Sequence[str]]], tasks: Sequ
     order = {t: n for n, t in enumerate(tasks)}
     stages = []
     for i, groups in enumerate(task_groups):
+        if groups in STAGE_SHORTHANDS:
+            groups = [list(tasks)] if groups == 'shared' else [[t] for t in tasks]
         if isinstance(groups, (str, bytes)) or any(isinstance(g, (str, bytes)) for g in groups):
-            raise ValueError(f'task_groups[{i}] must be a list of groups (lists of task names), got {groups!r}')
+            raise ValueError(f'task_groups[{i}] must be a list of groups (lists of task names), '
+                             f"'shared' or 'per_task', got {groups!r}")
         seen = [t for g in groups for t in g]
         unknown = sorted(set(seen) - set(tasks))
         repeated = sorted({t for t in seen if seen.count(t) > 1})

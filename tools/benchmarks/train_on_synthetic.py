@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""Train several methods on the generated PASCAL_MT data with the main job's schedule, and compare them.
+
+Each variant keeps its own backbone (adapter, task groups, trainable policy,
+from its PASCAL config) and takes everything else from the main job's DiTASK
+fine-tuning config (configs/main_job/ditask_swin-t_synthetic-mtl_from-standin.py):
+data, 128² pipelines, heads, losses, optimizer, 8-epoch schedule, seed, and the
+stand-in pretrained Swin-T that ``bash tools/main.sh`` writes. Per variant it
+runs ``tools/train.py`` and ``tools/test.py`` on the best checkpoint, then
+``tools/analysis_tools/compare_runs.py`` prints every metric and Δm side by
+side (Δm against the PASCAL single-task numbers: on generated data only the
+comparison between the runs means something).
+
+Variants are the names of ``bench_train_step.py`` (``ditask``, ``ditask_clean``,
+``ditask_progressive``, ...) or PASCAL config paths.
+
+Example::
+
+    bash tools/main.sh   # once: the dataset and the stand-in checkpoint
+    python tools/benchmarks/train_on_synthetic.py --variants ditask ditask_clean ditask_progressive \\
+        ditask_progressive_tree progressive_lora mtlora_r64 full_ft --work-dir work_dirs/synthetic_variants
+"""
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+from bench_train_step import resolve
+from bench_utils import ROOT
+
+MAIN_JOB = 'configs/main_job/ditask_swin-t_synthetic-mtl_from-standin.py'
+STANDIN = 'work_dirs/main/standin/swin_official.pth'
+#: Backbone keys the main job sets for its 128² stand-in (kept whatever the variant says).
+MAIN_JOB_BACKBONE_KEYS = ('init_cfg', 'drop_path_rate')
+
+
+def write_run_config(variant_config: str, path: Path, standin: str) -> Path:
+    """The main job's config with ``variant_config``'s backbone, written to ``path``."""
+    from mmengine.config import Config
+    main, variant = Config.fromfile(os.path.join(ROOT, MAIN_JOB)), Config.fromfile(os.path.join(ROOT, variant_config))
+    backbone = dict(variant.model.backbone.to_dict())
+    for key in MAIN_JOB_BACKBONE_KEYS:
+        backbone[key] = main.model.backbone[key]
+    backbone['init_cfg'] = dict(type='Pretrained', checkpoint=standin)
+    text = (f'# {variant_config} backbone on the main job ({MAIN_JOB}), written by {Path(__file__).name}\n'
+            f"_base_ = ['{os.path.join(ROOT, MAIN_JOB)}']\n"
+            f'model = dict(backbone=dict(_delete_=True, **{backbone!r}))\n')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix('.tmp')
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def run(args: List[str]) -> None:
+    print('+', ' '.join(args), file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--variants', nargs='+', required=True, help='bench_train_step.py names or config paths')
+    parser.add_argument('--work-dir', default='work_dirs/synthetic_variants')
+    parser.add_argument('--standin', default=STANDIN, help='the stand-in official Swin-T checkpoint (tools/main.sh)')
+    args = parser.parse_args()
+    if not os.path.isfile(os.path.join(ROOT, args.standin)):
+        parser.error(f'{args.standin} does not exist; run `bash tools/main.sh` first (it writes it), '
+                     'or pass --standin PATH')
+    work = Path(args.work_dir)
+    names = []
+    for token in args.variants:
+        variant = resolve(token)
+        if variant.options or variant.branched_full_ft:
+            parser.error(f'{token}: only variants that are a config file as is can be trained here')
+        out = work / variant.name
+        config = write_run_config(variant.config, out / 'config.py', args.standin)
+        run(['tools/train.py', str(config), '--work-dir', str(out / 'train')])
+        best = max((out / 'train').glob('best_delta_m_epoch_*.pth'), key=os.path.getmtime)
+        run(['tools/test.py', str(config), str(best), '--work-dir', str(out / 'test')])
+        names.append(variant.name)
+    run(['tools/analysis_tools/compare_runs.py', *[str(work / n) for n in names], '--names', *names,
+         '--out-dir', str(work)])
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
