@@ -29,7 +29,6 @@ from .parameters import adapter_group_key
 _STAGE = re.compile(r'^stages\.(\d+)\.')
 #: ``StageParameters.source``: the stage's shared adapter parameters, or (no adapters) all its trainable ones.
 ADAPTERS, ALL_TRAINABLE = 'adapters', 'all_trainable'
-BRANCH_MODES = ('side', 'tree')
 
 
 class StageParameters(list):
@@ -292,7 +291,8 @@ def propose_groups(affinity: Any, tasks: Sequence[str], num_groups: Optional[int
         threshold = 0.0
     parent = [0] * len(tasks)
     if parent_groups is not None:
-        check_partition(parent_groups, tasks, 'parent_groups')
+        from ..models.backbones.task_groups import normalise_groups
+        normalise_groups([parent_groups], tasks, num_stages=1)
         parent = [next(g for g, group in enumerate(parent_groups) if t in group) for t in tasks]
     clusters = [[i] for i in range(len(tasks))]
     while len(clusters) > (num_groups or 1):
@@ -312,29 +312,13 @@ def propose_groups(affinity: Any, tasks: Sequence[str], num_groups: Optional[int
     return [[tasks[i] for i in c] for c in sorted(clusters, key=lambda c: c[0])]
 
 
-def check_partition(groups: Sequence[Sequence[str]], tasks: Sequence[str], what: str) -> None:
-    """Raise ``ValueError`` unless ``groups`` (non-empty lists of names) holds every task of ``tasks`` once."""
-    flat = [t for g in groups for t in g]
-    if any(not g for g in groups) or sorted(flat) != sorted(tasks):
-        raise ValueError(f'{what} {[list(g) for g in groups]} is not a partition of the tasks {list(tasks)}: every '
-                         'task must be in exactly one non-empty group')
-
-
 def check_task_groups(task_groups: Sequence[Sequence[Sequence[str]]], branch_mode: str) -> None:
-    """Check per-stage partitions of the same tasks; in ``'tree'`` mode each must refine the previous one."""
-    if branch_mode not in BRANCH_MODES or not task_groups:
-        raise ValueError(f'branch_mode={branch_mode!r}, task_groups={task_groups!r}: expected a branch_mode of '
-                         f'{BRANCH_MODES} and one partition of the tasks per stage')
+    """Check ``task_groups`` as the backbone will (one partition per stage; in ``'tree'`` mode, refinements)."""
+    if not task_groups or isinstance(task_groups[0], str):
+        raise ValueError(f'task_groups={task_groups!r}: expected one explicit partition of the tasks per stage')
+    from ..models.backbones.task_groups import plan_streams
     tasks = [t for g in task_groups[0] for t in g]
-    for stage, groups in enumerate(task_groups):
-        check_partition(groups, tasks, f'task_groups[{stage}]')
-        if branch_mode == 'tree' and stage > 0:
-            parent = {t: i for i, g in enumerate(task_groups[stage - 1]) for t in g}
-            split = [list(g) for g in groups if len({parent[t] for t in g}) > 1]
-            if split:
-                raise ValueError(f"branch_mode='tree': task_groups[{stage}] groups {split} join tasks that "
-                                 f'task_groups[{stage - 1}] {task_groups[stage - 1]} keeps apart; each stage must '
-                                 'refine the previous one (or use branch_mode=\'side\')')
+    plan_streams(tasks, [1] * len(task_groups), task_groups, branch_depth=1, branch_mode=branch_mode)
 
 
 def affinity_report(result: AffinityResult, groups: Mapping[int, List[List[str]]],

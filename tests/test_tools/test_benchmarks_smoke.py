@@ -23,7 +23,7 @@ def test_bench_adapters_smoke(tmp_path):
 
 def test_bench_train_step_smoke(tmp_path):
     out = tmp_path / 'train_step.json'
-    variants = ['ditask', 'full_ft', 'full_ft_branched', 'inference']
+    variants = ['ditask', 'ditask_progressive', 'full_ft', 'full_ft_branched', 'inference']
     # --threads 1: the benchmark stays usable when other processes share the 2 CPU cores
     proc = subprocess.run([sys.executable, str(REPO / 'tools/benchmarks/bench_train_step.py'), '--configs', *variants,
                            '--batch', '1', '--img', '64', '--iters', '1', '--warmup', '1', '--device', 'cpu',
@@ -32,12 +32,14 @@ def test_bench_train_step_smoke(tmp_path):
     records = {r['variant']: r for r in json.loads(out.read_text())}
     assert set(records) == set(variants)
     assert all(r['threads'] == 1 for r in records.values())
-    train = {k: records[k] for k in ('ditask', 'full_ft', 'full_ft_branched')}
+    train = {k: records[k] for k in ('ditask', 'ditask_progressive', 'full_ft', 'full_ft_branched')}
     assert all(r['flops_per_step'] > 0 and r['train_step_ms'] > 0 and r['gflop_per_s'] > 0 for r in train.values())
     # the same task-branched architecture, fully trained: the per-task proj/fc1/fc2 copies train and run too
     assert train['full_ft_branched']['trainable'] > train['full_ft']['trainable']
     assert train['full_ft_branched']['flops_per_step'] > train['full_ft']['flops_per_step']
     assert train['ditask']['trainable'] < train['full_ft']['trainable']
+    # task groups: stages 1-2 unbranched and stage 3 in two groups cost fewer FLOPs than a branch per task everywhere
+    assert train['ditask_progressive']['flops_per_step'] < 0.9 * train['ditask']['flops_per_step']
     inference = records['inference']
     assert set(inference['single_task']) == {'semseg', 'human_parts', 'sal', 'normals'}
     assert all(r['ms'] > 0 and r['gflop'] > 0 for r in inference['single_task'].values())
@@ -114,3 +116,20 @@ def test_per_call_svd_layer_recomputes_every_svd_and_matches_the_cached_layer():
     assert per_call.svd.num_refreshes == before[1] + 5 and not per_call._eval_weights
     with batched_spectra(nn.ModuleList([cached, per_call])) as count:  # left out of the batched spectra
         assert count == 1 and per_call.precomputed_spectra is None and cached.precomputed_spectra is not None
+
+
+def test_train_on_synthetic_gives_each_variant_its_backbone_on_the_main_job(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / 'tools/benchmarks'))
+    from train_on_synthetic import MAIN_JOB, write_run_config
+
+    from ditask_mm.apis import init_model
+    from ditask_mm.engine.config_loading import load_run_config
+    config = write_run_config('configs/ditask/swin-t_pascal-mtl_progressive.py', tmp_path / 'run/config.py',
+                              'standin.pth')
+    cfg = load_run_config(str(config))
+    main = load_run_config(str(REPO / MAIN_JOB))
+    assert cfg.train_cfg == main.train_cfg and cfg.optim_wrapper == main.optim_wrapper  # the main job's schedule
+    assert cfg.train_dataloader.dataset.data_root == main.train_dataloader.dataset.data_root
+    assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='standin.pth')
+    backbone = init_model(cfg, init_weights=False).backbone
+    assert backbone.branch_mode == 'side' and [len(p.groups) for p in backbone.plan] == [1, 1, 2, 4]

@@ -6,7 +6,8 @@ from its PASCAL config) and takes everything else from the main job's DiTASK
 fine-tuning config (configs/main_job/ditask_swin-t_synthetic-mtl_from-standin.py):
 data, 128² pipelines, heads, losses, optimizer, 8-epoch schedule, seed, and the
 stand-in pretrained Swin-T that ``bash tools/main.sh`` writes. Per variant it
-runs ``tools/train.py`` and ``tools/test.py`` on the best checkpoint, then
+runs ``tools/train.py`` and ``tools/test.py`` on the best checkpoint (their
+logs go to ``WORK_DIR/<variant>/{train,test}.log``), then
 ``tools/analysis_tools/compare_runs.py`` prints every metric and Δm side by
 side (Δm against the PASCAL single-task numbers: on generated data only the
 comparison between the runs means something).
@@ -54,9 +55,17 @@ def write_run_config(variant_config: str, path: Path, standin: str) -> Path:
     return path
 
 
-def run(args: List[str]) -> None:
-    print('+', ' '.join(args), file=sys.stderr, flush=True)
-    subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
+def run(args: List[str], log: Path = None) -> None:
+    """Run a tool of the repository; with ``log``, its output goes there (its last lines are shown if it fails)."""
+    print('+', ' '.join(args) + (f'  (log: {log})' if log else ''), file=sys.stderr, flush=True)
+    if log is None:
+        subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
+        return
+    with open(log, 'w') as stream:
+        proc = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        tail = ''.join(Path(log).read_text().splitlines(keepends=True)[-30:])
+        raise SystemExit(f'{args[0]} failed (exit {proc.returncode}); the end of {log}:\n{tail}')
 
 
 def main() -> int:
@@ -69,17 +78,18 @@ def main() -> int:
         parser.error(f'{args.standin} does not exist; run `bash tools/main.sh` first (it writes it), '
                      'or pass --standin PATH')
     work = Path(args.work_dir)
-    names = []
-    for token in args.variants:
-        variant = resolve(token)
+    variants = [resolve(token) for token in args.variants]
+    for variant in variants:
         if variant.options or variant.branched_full_ft:
-            parser.error(f'{token}: only variants that are a config file as is can be trained here')
+            parser.error(f'{variant.name}: only variants that are a config file as is can be trained here')
+    for n, variant in enumerate(variants, 1):
         out = work / variant.name
+        print(f'[{n}/{len(variants)}] {variant.name} ({variant.config})', file=sys.stderr, flush=True)
         config = write_run_config(variant.config, out / 'config.py', args.standin)
-        run(['tools/train.py', str(config), '--work-dir', str(out / 'train')])
+        run(['tools/train.py', str(config), '--work-dir', str(out / 'train')], log=out / 'train.log')
         best = max((out / 'train').glob('best_delta_m_epoch_*.pth'), key=os.path.getmtime)
-        run(['tools/test.py', str(config), str(best), '--work-dir', str(out / 'test')])
-        names.append(variant.name)
+        run(['tools/test.py', str(config), str(best), '--work-dir', str(out / 'test')], log=out / 'test.log')
+    names = [variant.name for variant in variants]
     run(['tools/analysis_tools/compare_runs.py', *[str(work / n) for n in names], '--names', *names,
          '--out-dir', str(work)])
     return 0

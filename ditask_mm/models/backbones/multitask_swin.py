@@ -178,11 +178,13 @@ class MultiTaskSwinTransformer(SwinTransformer):
         num_stages = len(arch_cfg['depths'])
         task_groups = self._resolve_groups(tasks, num_stages, task_stages, task_groups,
                                            bool(task_layers) and adapter is not None)
-        self.plan: List[StagePlan] = plan_streams(tasks, arch_cfg['depths'], task_groups, branch_depth, branch_mode)
+        plan = plan_streams(tasks, arch_cfg['depths'], task_groups, branch_depth, branch_mode)  # fails before building
         super().__init__(out_indices=tuple(range(num_stages)) if out_type == 'pre_merge' else (),
                          drop_path_rate=drop_path_rate, init_cfg=init_cfg, **arch_cfg, **swin_kwargs)
         self.tasks = tasks
         self.out_type = out_type
+        #: Per stage, which stream each block runs and which stream each task's head reads.
+        self.plan: List[StagePlan] = plan
         self.branch_mode = branch_mode
         self.task_stages = tuple(i for i, plan in enumerate(self.plan) if plan.branches)
         self.min_pretrained_fraction = min_pretrained_fraction
@@ -214,6 +216,7 @@ class MultiTaskSwinTransformer(SwinTransformer):
                              'no task-specific layers to branch with (adapter=None or task_layers=()); '
                              'give an adapter and task_layers, or share every stage')
         return groups
+
     def _inject(self, adapter: Dict, adapted_layers, adapted_blocks, task_layers) -> Dict[str, nn.Module]:
         """Replace the selected linears by ``adapter`` layers; returns them by qualified name."""
         cls = MODELS.get(adapter['type']) if isinstance(adapter['type'], str) else adapter['type']
@@ -317,7 +320,6 @@ class MultiTaskSwinTransformer(SwinTransformer):
         for i, (stage, plan) in enumerate(zip(self.stages, self.plan)):
             for block, routes in zip(stage.blocks, plan.routes):
                 streams = self._run_block(block, streams, hw, routes)
-            ends = plan.streams_at_end()
             if self.out_type == 'pre_merge':
                 norm = getattr(self, f'norm{i}')
                 maps = {k: self._to_map(norm(streams[k]), hw) for k in dict.fromkeys(plan.task_keys.values())}
@@ -329,7 +331,7 @@ class MultiTaskSwinTransformer(SwinTransformer):
                         outs[t].append(self._to_map(streams[plan.task_keys[t]], hw))
                 continue
             # post_merge: PatchMerging of every stream a head reads, else only of what the next stage reads
-            merging = ends if self.out_type == 'post_merge' else plan.carry
+            merging = plan.streams_at_end() if self.out_type == 'post_merge' else plan.carry
             merged, hw = self._merge(stage.downsample, {k: streams[k] for k in merging}, hw)
             if self.out_type == 'post_merge':
                 for t in self.tasks:
