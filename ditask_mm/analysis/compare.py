@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from ..fileio import atomic_write_text
 
@@ -43,7 +43,7 @@ class RunSummary:
     metrics_path: str
     metrics: Dict[str, float]
     config: Optional[str] = None
-    trainable_parameters: Dict[str, int] = field(default_factory=dict)
+    trainable_parameters: Dict[str, Any] = field(default_factory=dict)
     train_seconds: Optional[float] = None
 
 
@@ -104,7 +104,7 @@ def dumped_config(train_dir: PathLike) -> Optional[Path]:
     return configs[-1] if configs else None
 
 
-def config_trainable_parameters(config: PathLike) -> Dict[str, int]:
+def config_trainable_parameters(config: PathLike) -> Dict[str, Any]:
     """:func:`~ditask_mm.analysis.count_parameters` of the config's model, built without reading weights."""
     from ..apis import init_model
     from .parameters import count_parameters

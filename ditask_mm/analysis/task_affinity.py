@@ -8,7 +8,6 @@ averaged over the ranks first under ``torch.distributed``);
 and :func:`propose_groups` clusters the tasks into the backbone's ``task_groups``
 (:class:`~ditask_mm.models.backbones.MultiTaskSwinTransformer`); CLI: ``tools/analysis_tools/task_affinity.py``.
 """
-import io
 import itertools
 import json
 import os.path as osp
@@ -23,7 +22,8 @@ from mmengine.logging import print_log
 from torch import Tensor
 
 from ..adapters import adapter_layers
-from ..fileio import atomic_write_bytes, atomic_write_text
+from ..fileio import atomic_write_text
+from ..visualization.affinity_plot import plot_affinity
 from .parameters import adapter_group_key
 
 _STAGE = re.compile(r'^stages\.(\d+)\.')
@@ -312,6 +312,29 @@ def propose_groups(affinity: Any, tasks: Sequence[str], num_groups: Optional[int
     return [[tasks[i] for i in c] for c in sorted(clusters, key=lambda c: c[0])]
 
 
+def propose_stage_groups(result: AffinityResult, num_groups: Sequence[Optional[int]],
+                         thresholds: Sequence[Optional[float]],
+                         branch_mode: str = 'side') -> Dict[int, List[List[str]]]:
+    """:func:`propose_groups` for every stage of ``result``, in stage order.
+
+    ``num_groups`` and ``thresholds`` have one entry per stage (``None``: not
+    set; neither set means threshold 0). In ``'tree'`` mode each stage's
+    groups refine the previous stage's. A stage without trainable parameters
+    (``frozen_stages``) keeps one group (the previous stage's in a tree).
+    """
+    stages = sorted([*result.matrices, *result.frozen_stages])
+    groups: Dict[int, List[List[str]]] = {}
+    parent = None
+    for stage, count, threshold in zip(stages, num_groups, thresholds):
+        if stage in result.frozen_stages:
+            groups[stage] = [list(g) for g in parent] if parent else [list(result.tasks)]
+        else:
+            groups[stage] = propose_groups(result.matrices[stage], result.tasks, num_groups=count,
+                                           threshold=threshold, parent_groups=parent)
+        parent = groups[stage] if branch_mode == 'tree' else None
+    return groups
+
+
 def check_task_groups(task_groups: Sequence[Sequence[Sequence[str]]], branch_mode: str) -> None:
     """Check ``task_groups`` as the backbone will (one partition per stage; in ``'tree'`` mode, refinements)."""
     if not task_groups or isinstance(task_groups[0], str):
@@ -331,40 +354,13 @@ def affinity_report(result: AffinityResult, groups: Mapping[int, List[List[str]]
                 world_size=result.world_size, stages=stages)
 
 
-def plot_affinity(result: AffinityResult, path: str) -> None:
-    """Heat maps of the matrices, one panel per stage, diverging colours fixed to [−1, 1], written atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    stages = sorted(result.matrices)
-    size = 1.0 + 0.7 * len(result.tasks)  # room for each panel's task names below
-    fig = Figure(figsize=((size + 1.3) * len(stages) + 1.2, size + 1.2), layout='constrained')
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(stages), squeeze=False)
-    for ax, stage in zip(axes[0], stages):
-        matrix = result.matrices[stage].numpy()
-        image = ax.imshow(matrix, cmap='RdBu_r', vmin=-1.0, vmax=1.0)
-        ticks = range(len(result.tasks))
-        ax.set_xticks(ticks, result.tasks, rotation=45, ha='right', fontsize=8)
-        ax.set_yticks(ticks, result.tasks, fontsize=8)
-        for r in ticks:
-            for c in ticks:
-                ax.text(c, r, f'{matrix[r, c]:.2f}', ha='center', va='center', fontsize=7,
-                        color='white' if abs(matrix[r, c]) > 0.6 else 'black')
-        info = result.parameters[stage]
-        ax.set_title(f"stage {stage}\n{info['num_parameters']:,} parameters ({info['parameters']})", fontsize=9)
-    fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label='E[cos(g_t, g_t\')]')
-    fig.suptitle(f'gradient affinity, {result.iterations} batches × {result.world_size} rank(s)', fontsize=10)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format='png', dpi=100, bbox_inches='tight')
-    atomic_write_bytes(buffer.getvalue(), path)
-
-
 def write_affinity_outputs(result: AffinityResult, out_dir: str, groups: Mapping[int, List[List[str]]],
                            metadata: Optional[Mapping[str, Any]] = None) -> Tuple[str, str]:
     """Write ``affinity.json`` (:func:`affinity_report`) and ``affinity.png`` into ``out_dir``; return their paths."""
     json_path, png_path = osp.join(out_dir, 'affinity.json'), osp.join(out_dir, 'affinity.png')
     atomic_write_text(json.dumps(affinity_report(result, groups, metadata), indent=1) + '\n', json_path)
-    plot_affinity(result, png_path)
+    plot_affinity(result.matrices, result.tasks, result.parameters, png_path,
+                  title=f'gradient affinity, {result.iterations} batches × {result.world_size} rank(s)')
     return json_path, png_path
 
 

@@ -67,7 +67,8 @@ def test_progressive_lora_tree_config_trains_and_its_merged_checkpoint_predicts_
     checkpoint = work / 'epoch_1.pth'
     state = weights(checkpoint)
     # stage 4's first block runs on the two stage-3 group streams, its last block on one stream per task
-    assert any(k.endswith('stages.3.blocks.0.ffn.layers.1.lora_tasks_A.semseg+human_parts') for k in state)
+    first_group = '+'.join(settings['task_groups'][2][0])  # semseg+human_parts+sal
+    assert any(k.endswith(f'stages.3.blocks.0.ffn.layers.1.lora_tasks_A.{first_group}') for k in state)
     assert any(k.endswith('stages.3.blocks.1.ffn.layers.1.lora_tasks_A.normals') for k in state)
     assert not any(k.endswith('stages.3.blocks.0.ffn.layers.1.lora_A') for k in state)  # no trunk after a split
     run([sys.executable, 'tools/model_converters/merge_adapters.py', str(config), str(checkpoint),

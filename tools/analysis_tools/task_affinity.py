@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     from mmengine.logging import print_log
     from mmengine.runner import Runner, set_random_seed
 
-    from ditask_mm.analysis import (measure_task_affinity, propose_groups, stage_shared_parameters,
+    from ditask_mm.analysis import (measure_task_affinity, propose_stage_groups, stage_shared_parameters,
                                     write_affinity_outputs, write_group_config)
     from ditask_mm.apis import init_model
     from ditask_mm.engine import shutdown_distributed
@@ -124,21 +124,13 @@ def main(argv=None) -> int:
                              f'{len(model.tasks)} (the number of tasks, {list(model.tasks)})')
         dataloader = Runner.build_dataloader(cfg.train_dataloader, seed=seed)
         result = measure_task_affinity(model, dataloader, args.iters, tasks=list(model.tasks))
-        groups, parent = {}, None
-        for stage, count, threshold in zip(stages, num_groups, thresholds):
-            if stage in result.frozen_stages:  # not measured: one group (the parent's in tree mode)
-                groups[stage] = [list(g) for g in parent] if parent else [list(result.tasks)]
-            else:
-                if count is None and threshold is None:
-                    threshold = 0.0
-                groups[stage] = propose_groups(result.matrices[stage], result.tasks, num_groups=count,
-                                               threshold=threshold, parent_groups=parent)
-                print_log(f'[task affinity] stage {stage} ({result.parameters[stage]["num_parameters"]:,} '
-                          f'{result.parameters[stage]["parameters"]} parameters), E[cos] over {result.iterations} '
-                          f'batches x {result.world_size} rank(s):\n'
-                          f'{format_matrix(result.matrices[stage], result.tasks)}\n'
-                          f'  groups: {groups[stage]}', logger='current')
-            parent = groups[stage] if args.mode == 'tree' else None
+        groups = propose_stage_groups(result, num_groups, thresholds, args.mode)
+        for stage in sorted(result.matrices):
+            print_log(f'[task affinity] stage {stage} ({result.parameters[stage]["num_parameters"]:,} '
+                      f'{result.parameters[stage]["parameters"]} parameters), E[cos] over {result.iterations} '
+                      f'batches x {result.world_size} rank(s):\n'
+                      f'{format_matrix(result.matrices[stage], result.tasks)}\n'
+                      f'  groups: {groups[stage]}', logger='current')
         if get_rank() == 0:
             words = sys.argv[1:] if argv is None else argv
             command = 'python tools/analysis_tools/task_affinity.py ' + ' '.join(shlex.quote(str(a)) for a in words)
