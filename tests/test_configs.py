@@ -36,6 +36,8 @@ EXPECTED_MODEL = {
     **{f'ditask/swin-{arch}_nyud-mtl.py': NYUD for arch in 'tsbl'},
     'ditask/swin-t_pascal-mtl_clean.py': PASCAL,
     'ditask/swin-t_pascal-mtl_progressive.py': PASCAL,
+    'ditask/swin-t_pascal-mtl_uncertainty.py': PASCAL,
+    'ditask/swin-t_pascal-mtl_dwa.py': PASCAL,
     'ditask/swin-t_pascal-mtl_progressive-tree.py': PASCAL,
     'ditask/swin-t_nyud-mtl_progressive.py': NYUD,
     'ditask/swin-t_nyud-mtl_progressive-tree.py': NYUD,

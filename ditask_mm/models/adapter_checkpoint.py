@@ -5,8 +5,9 @@ trainable policy) and the heads; the pretrained weights stay frozen. An
 adapter-only checkpoint keeps
 
 * every parameter with ``requires_grad=True`` in the built model, and
-* every buffer (state-dict entry) of the heads and the neck: BatchNorm
-  running statistics change in training although they are not parameters,
+* every buffer (state-dict entry) of the heads, the neck and the loss
+  balancer: BatchNorm running statistics and a balancer's state change in
+  training although they are not parameters,
 
 as ``{'meta': {..., 'kind': 'adapter_only', 'keys': N}, 'state_dict': ...}``
 (``tools/model_converters/extract_adapters.py`` writes them).
@@ -25,8 +26,9 @@ from ..adapters import refresh_svd_caches
 from .checkpoint_file import CheckpointContents, checkpoint_contents, read_checkpoint
 from .checkpoint_fit import check_checkpoint_fits
 
-#: Top-level submodules whose buffers are saved with the trainable parameters.
-HEAD_PREFIXES = ('decode_heads.', 'decode_head.', 'auxiliary_head.', 'neck.')
+#: Top-level submodules whose buffers are saved with the trainable parameters (the heads' BatchNorm
+#: statistics; a loss balancer's state, e.g. DWA's epoch averages and FAMO's logits).
+HEAD_PREFIXES = ('decode_heads.', 'decode_head.', 'auxiliary_head.', 'neck.', 'loss_balancer.')
 
 
 def adapter_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:

@@ -6,6 +6,7 @@ must agree (the tool changes nothing and is deterministic given the seed).
 """
 import importlib.util
 import json
+import os
 import sys
 
 import pytest
@@ -103,6 +104,20 @@ def test_a_checkpoint_is_read_other_weights_give_other_matrices(affinity_run, mo
     second = json.loads((root / 'from_moved' / 'affinity.json').read_text())['stages']
     change = max((torch.tensor(b['matrix']) - torch.tensor(a['matrix'])).abs().max() for a, b in zip(first, second))
     assert change > 1e-3
+
+
+def test_two_processes_through_torchrun_average_over_the_ranks_and_write_once(affinity_run):
+    root, config, _, _, _ = affinity_run
+    out = root / 'ddp'
+    port = str(29600 + os.getpid() % 1000)
+    run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', port, TOOL, config,
+         '--iters', '2', '--out', out, '--launcher', 'pytorch'])
+    report = json.loads((out / 'affinity.json').read_text())
+    assert report['world_size'] == 2 and report['iterations'] == 2
+    for stage in report['stages']:  # the tasks' pairs over the global batch: every diagonal is 1
+        torch.testing.assert_close(torch.tensor(stage['matrix'], dtype=torch.float64).diagonal(),
+                                   torch.ones(4, dtype=torch.float64))
+    assert sorted(p.name for p in out.iterdir()) == ['affinity.json', 'affinity.png']  # rank 0 alone writes
 
 
 def test_group_counts_per_stage_must_be_one_value_or_one_per_stage():

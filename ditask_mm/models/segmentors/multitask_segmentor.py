@@ -84,6 +84,13 @@ class MultiTaskSegmentor(BaseSegmentor):
         train_cfg, test_cfg: Unused; accepted for mmseg compatibility.
         align_corners: For the resize of predictions to the image size.
         init_cfg: mmengine init config.
+        loss_balancer: Optional balancer config, e.g.
+            ``dict(type='UncertaintyWeighting')`` (see
+            :mod:`ditask_mm.models.losses.balancers`), built with the
+            segmentor's tasks and kept as ``self.loss_balancer`` (its state is
+            part of the checkpoint, under ``loss_balancer.``). ``None`` (the
+            default): no balancer module at all, the losses are summed with
+            their configured weights and the state dict is unchanged.
         loss_weights, losses: Removed; passing either raises a ``ValueError``
             that says where the setting lives now.
     """
@@ -101,6 +108,7 @@ class MultiTaskSegmentor(BaseSegmentor):
                  test_cfg: Optional[dict] = None,
                  align_corners: bool = False,
                  init_cfg: Optional[dict] = None,
+                 loss_balancer: Optional[dict] = None,
                  loss_weights: Optional[dict] = None,
                  losses: Optional[dict] = None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -122,6 +130,18 @@ class MultiTaskSegmentor(BaseSegmentor):
         self.decode_heads = nn.ModuleDict({t: MODELS.build(head_cfgs[t]) for t in self.tasks})
         self.align_corners = align_corners
         self.train_cfg, self.test_cfg = train_cfg, test_cfg
+        self.loss_balancer = self._build_loss_balancer(loss_balancer) if loss_balancer is not None else None
+
+    def _build_loss_balancer(self, cfg: dict) -> nn.Module:
+        """The balancer of ``model.loss_balancer``, given the segmentor's tasks."""
+        cfg = dict(cfg)
+        if 'type' not in cfg:
+            raise KeyError("model.loss_balancer has no type; set e.g. model.loss_balancer=dict(type='DWA')")
+        if 'tasks' in cfg and tuple(cfg['tasks']) != self.tasks:
+            raise ValueError(f"model.loss_balancer.tasks {list(cfg['tasks'])} differ from the segmentor tasks "
+                             f'{list(self.tasks)}; leave them out: the segmentor passes its own')
+        cfg['tasks'] = list(self.tasks)
+        return MODELS.build(cfg)
 
     def _backbone_cfg(self, backbone: dict) -> dict:
         """The backbone config, given the segmentor's tasks when it takes ``tasks`` and sets none."""
@@ -225,7 +245,16 @@ class MultiTaskSegmentor(BaseSegmentor):
 
     # -------------------------------------------------------------------- loss
     def loss(self, inputs: Tensor, data_samples: List[SegDataSample]) -> Dict[str, Tensor]:
-        """Each head's losses (weighted by the losses themselves), keyed ``'{task}.{loss_name}'``."""
+        """Each head's losses (weighted by the losses themselves), keyed ``'{task}.{loss_name}'``.
+
+        With a ``loss_balancer``, each task's loss is the sum of its
+        ``'{task}.'`` entries whose key contains ``loss``; the balancer weighs
+        it, and every such entry is multiplied by the task's weight under its
+        own key (so the log keeps its names). The balancer adds its extra terms
+        as ``balance.loss_<name>`` (summed into the objective) and its weights
+        as ``balance.weight.<task>`` (logged only: no ``loss`` in the name).
+        Without one, the entries are returned as the heads give them.
+        """
         feats = self.extract_feat(inputs)
         size = tuple(inputs.shape[-2:])
         losses = {}
@@ -233,6 +262,8 @@ class MultiTaskSegmentor(BaseSegmentor):
             target = self._stack_targets(task, data_samples)
             for name, value in self.decode_heads[task].loss(feats[task], target, out_size=size).items():
                 losses[f'{task}.{name}'] = value
+        if self.loss_balancer is not None:
+            losses = self.loss_balancer.weigh_loss_dict(losses)
         return losses
 
     def _stack_targets(self, task: str, data_samples: List[SegDataSample]) -> Tensor:
