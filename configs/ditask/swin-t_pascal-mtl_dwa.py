@@ -5,6 +5,4 @@
 # averages; LossBalancerHook turns them into the next epoch's weights at every epoch end.
 _base_ = ['./swin-t_pascal-mtl_clean.py']
 model = dict(loss_balancer=dict(type='DWA', temperature=2.0))
-# the base's hooks (configs/_base_/default_runtime.py; a list is replaced, not merged), then the balancer's
-custom_hooks = [dict(type='NaNLossGuardHook'), dict(type='EpochReseedHook'), dict(type='BroadcastBuffersHook'),
-                dict(type='LossBalancerHook')]
+# the runner (CheckedRunner) adds LossBalancerHook, which gives the balancer its epoch ends

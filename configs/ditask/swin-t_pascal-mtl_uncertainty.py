@@ -5,6 +5,4 @@ _base_ = ['./swin-t_pascal-mtl_clean.py']
 model = dict(loss_balancer=dict(type='UncertaintyWeighting'))
 # the log-variances are parameters of the segmentor: no weight decay on them (it would pull every weight to 1)
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'loss_balancer': dict(decay_mult=0.0)}))
-# the base's hooks (configs/_base_/default_runtime.py; a list is replaced, not merged), then the balancer's
-custom_hooks = [dict(type='NaNLossGuardHook'), dict(type='EpochReseedHook'), dict(type='BroadcastBuffersHook'),
-                dict(type='LossBalancerHook')]
+# the runner (CheckedRunner) adds LossBalancerHook, which gives the balancer its epoch ends

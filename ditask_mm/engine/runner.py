@@ -62,6 +62,22 @@ class CheckedRunner(Runner):
         self._log_filter = install_log_filter(logger)
         return logger
 
+    def register_hooks(self, default_hooks=None, custom_hooks=None) -> None:
+        """``Runner.register_hooks``, plus a ``LossBalancerHook`` when the model has a loss balancer and none is set.
+
+        A balancer's epoch-level state (DWA's epoch averages) advances only in
+        that hook; a config that sets ``model.loss_balancer`` and forgets the
+        hook would otherwise keep DWA's weights at 1 without a word.
+        """
+        super().register_hooks(default_hooks, custom_hooks)
+        from ..models.losses.balancers import LossBalancerHook
+        balancer = getattr(self._bare_model(), 'loss_balancer', None)
+        if balancer is not None and not any(isinstance(hook, LossBalancerHook) for hook in self.hooks):
+            self.register_hook(LossBalancerHook())
+            MMLogger.get_current_instance().info(
+                f'[ditask_mm] added LossBalancerHook: model.loss_balancer is {type(balancer).__name__}, whose '
+                'epoch ends it calls')
+
     def _init_model_weights(self) -> None:
         """``Runner._init_model_weights``, with the per-parameter initialisation table at DEBUG."""
         with init_info_at_debug(self._bare_model()):
