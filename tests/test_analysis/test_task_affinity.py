@@ -6,12 +6,9 @@ that the gradients (not the cosines) are averaged over the ranks.
 """
 import math
 import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn as nn
 from mmengine.config import Config
 
@@ -19,6 +16,8 @@ from ditask_mm.adapters import LoRALinear
 from ditask_mm.analysis import (gradient_affinity, measure_task_affinity, propose_groups, stage_shared_parameters,
                                 write_group_config)
 from ditask_mm.analysis.task_affinity import check_task_groups, task_loss_sums
+
+from ..dist_utils import spawn_two_gloo_ranks
 
 TASKS = ['a', 'b', 'c']
 
@@ -240,23 +239,16 @@ def test_task_groups_check_refuses_non_partitions_and_non_refinements():
         check_task_groups([[['a']]], 'sideways')
 
 
-def _two_rank_affinity(rank: int, port: int, out_dir: str) -> None:
+def _two_rank_affinity(rank: int, out_dir: str) -> None:
     """Rank 0: g_a = (1, 0), g_b = (1, 0). Rank 1: g_a = (0, 1), g_b = (1, 0)."""
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
-    try:
-        w = nn.Parameter(torch.zeros(2))
-        losses = dict(a=w[0] if rank == 0 else w[1], b=w[0] * 1.0)
-        matrix = gradient_affinity(losses, {0: [w]})[0]  # no reduce given: the process group's mean
-        torch.save(matrix, os.path.join(out_dir, f'rank{rank}.pt'))
-    finally:
-        dist.destroy_process_group()
+    w = nn.Parameter(torch.zeros(2))
+    losses = dict(a=w[0] if rank == 0 else w[1], b=w[0] * 1.0)
+    matrix = gradient_affinity(losses, {0: [w]})[0]  # no reduce given: the process group's mean
+    torch.save(matrix, os.path.join(out_dir, f'rank{rank}.pt'))
 
 
 def test_two_process_gloo_averages_gradients_not_cosines(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_two_rank_affinity, args=(port, str(tmp_path)), nprocs=2, join=True)
+    spawn_two_gloo_ranks(_two_rank_affinity, tmp_path)
     for rank in (0, 1):
         matrix = torch.load(tmp_path / f'rank{rank}.pt')
         # cos((.5, .5), (1, 0)) = 0.7071; the mean of the per-rank cosines would be (1 + 0) / 2 = 0.5

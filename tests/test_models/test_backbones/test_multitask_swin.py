@@ -1,11 +1,9 @@
 """The multi-task Swin backbone: task streams, outputs, no dead work, policies."""
 import copy
 import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
 from mmseg.models.backbones import SwinTransformer
 
 import ditask_mm.models  # noqa: F401
@@ -13,6 +11,8 @@ from ditask_mm.adapters import DiTASKLinear, MTLoRALinear, adapter_layers
 from ditask_mm.models.backbones import DiTASKSwinTransformer, MTLoRASwinTransformer, MultiTaskSwinTransformer
 from ditask_mm.models.backbones.task_branch import branched_block_forward
 from ditask_mm.models.backbones.window_rule import apply_official_window_rule
+
+from ...dist_utils import ddp_steps_without_unused_parameters
 
 TASKS = ('semseg', 'human_parts', 'sal', 'normals')
 TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
@@ -120,26 +120,9 @@ def test_no_dead_thetas_and_every_trainable_parameter_gets_a_gradient():
             assert param.grad is None, name
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_runs_without_find_unused_parameters():
     model = tiny_backbone(adapter=dict(tessellation_size=8, task_tessellation_size=4, theta_init='kaiming'))
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()))
-    dist.init_process_group('gloo', rank=0, world_size=1)
-    try:
-        ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
-        opt = torch.optim.SGD([p for p in ddp.parameters() if p.requires_grad], lr=1e-3)
-        for _ in range(2):  # DDP raises in the 2nd step if a parameter got no gradient in the 1st
-            opt.zero_grad()
-            outs = ddp(torch.randn(1, 3, 64, 64))
-            sum(o.mean() for maps in outs.values() for o in maps).backward()
-            opt.step()
-    finally:
-        dist.destroy_process_group()
+    ddp_steps_without_unused_parameters(model, lambda: torch.randn(1, 3, 64, 64))
 
 
 def test_swin_t_parameter_accounting_matches_the_public_code():

@@ -1,17 +1,16 @@
 """Task groups per stage: the stream plan, the exact equivalences, and a reference forward built from mmseg blocks."""
 import contextlib
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
 
 import ditask_mm.models  # noqa: F401
 from ditask_mm.adapters import adapter_layers, batched_spectra
 from ditask_mm.models.backbones import MultiTaskSwinTransformer
 from ditask_mm.models.backbones.task_groups import plan_streams
 
-from .test_multitask_swin import TASKS, TINY, _free_port
+from ...dist_utils import ddp_steps_without_unused_parameters
+from .test_multitask_swin import TASKS, TINY
 
 SEMSEG_PARTS = ['semseg', 'human_parts']
 SAL_NORMALS = ['sal', 'normals']
@@ -234,18 +233,7 @@ def test_every_group_parameter_gets_a_gradient_and_only_needed_paths_exist(adapt
 
 def test_grouped_ddp_runs_without_find_unused_parameters():
     model = grouped_backbone(task_groups=PROGRESSIVE, branch_mode='tree', branch_depth=2)
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port()))
-    dist.init_process_group('gloo', rank=0, world_size=1)
-    try:
-        ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
-        opt = torch.optim.SGD([p for p in ddp.parameters() if p.requires_grad], lr=1e-3)
-        for _ in range(2):  # DDP raises in the 2nd step if a parameter got no gradient in the 1st
-            opt.zero_grad()
-            outs = ddp(torch.randn(1, 3, 64, 64))
-            sum(o.mean() for maps in outs.values() for o in maps).backward()
-            opt.step()
-    finally:
-        dist.destroy_process_group()
+    ddp_steps_without_unused_parameters(model, lambda: torch.randn(1, 3, 64, 64))
 
 
 @pytest.mark.filterwarnings('ignore:torch.utils.checkpoint. the use_reentrant:UserWarning')

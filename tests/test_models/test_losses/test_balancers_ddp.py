@@ -8,14 +8,11 @@ not matter at the 1e-6 tolerance). After the steps, the parameters and the
 balancer state of both ranks are identical and equal the single-process run's.
 """
 import os
-import socket
 import warnings
 from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -23,6 +20,8 @@ import ditask_mm.models  # noqa: F401  (registers the balancers)
 from ditask_mm.engine.buffer_sync import broadcast_buffers
 from ditask_mm.models.losses.balancers import LossBalancerHook
 from ditask_mm.registry import MODELS
+
+from ...dist_utils import spawn_two_gloo_ranks
 
 TASKS = ('a', 'b')
 GLOBAL_BATCH, STEPS, EPOCH_STEPS = 8, 6, 2
@@ -80,21 +79,14 @@ def train(name: str, rank: int = 0, world_size: int = 1) -> dict:
     return {key: value.detach().clone() for key, value in model.state_dict().items()}
 
 
-def _two_rank_training(rank: int, port: int, out_dir: str) -> None:
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
-    try:
-        torch.set_num_threads(1)
-        states = {name: train(name, rank, world_size=2) for name in BALANCERS}
-        torch.save(states, os.path.join(out_dir, f'rank{rank}.pt'))
-    finally:
-        dist.destroy_process_group()
+def _two_rank_training(rank: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    states = {name: train(name, rank, world_size=2) for name in BALANCERS}
+    torch.save(states, os.path.join(out_dir, f'rank{rank}.pt'))
 
 
 def test_two_gloo_ranks_with_half_batches_match_one_process_on_the_global_batch(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_two_rank_training, args=(port, str(tmp_path)), nprocs=2, join=True)
+    spawn_two_gloo_ranks(_two_rank_training, tmp_path)
     ranks = [torch.load(tmp_path / f'rank{rank}.pt') for rank in (0, 1)]
     for name in BALANCERS:
         reference = train(name)
