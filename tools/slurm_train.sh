@@ -21,23 +21,6 @@ if [[ $# -gt 0 && "$1" != -* ]]; then
   WORK_DIR_ARGS=(--work-dir "$1")
   shift
 fi
-GPUS=${GPUS:-4}
-GPUS_PER_NODE=${GPUS_PER_NODE:-$(( GPUS < 4 ? GPUS : 4 ))}
-CPUS_PER_TASK=${CPUS_PER_TASK:-5}
-SRUN_ARGS=${SRUN_ARGS:-""}
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PYTHON=${PYTHON:-$( [ -x "$ROOT/.venv/bin/python" ] && echo "$ROOT/.venv/bin/python" || echo python )}
-
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-set -x
-# SRUN_ARGS is split on spaces on purpose: it holds several srun options
-# shellcheck disable=SC2086
-exec srun -p "$PARTITION" \
-    --job-name="$JOB_NAME" \
-    --gres=gpu:"$GPUS_PER_NODE" \
-    --ntasks="$GPUS" \
-    --ntasks-per-node="$GPUS_PER_NODE" \
-    --cpus-per-task="$CPUS_PER_TASK" \
-    --kill-on-bad-exit=1 \
-    ${SRUN_ARGS} \
-    "$PYTHON" -u "$ROOT/tools/train.py" "$CONFIG" --launcher slurm "${WORK_DIR_ARGS[@]}" "$@"
+# the srun call and its defaults: tools/slurm_srun.sh
+exec bash "$(dirname "$0")/slurm_srun.sh" "$PARTITION" "$JOB_NAME" train.py "$CONFIG" --launcher slurm \
+    "${WORK_DIR_ARGS[@]}" "$@"
