@@ -38,6 +38,7 @@ EXPECTED_MODEL = {
     'ditask/swin-t_pascal-mtl_progressive.py': PASCAL,
     'ditask/swin-t_pascal-mtl_uncertainty.py': PASCAL,
     'ditask/swin-t_pascal-mtl_dwa.py': PASCAL,
+    'ditask/swin-t_pascal-mtl_pcgrad.py': PASCAL,
     'ditask/swin-t_pascal-mtl_progressive-tree.py': PASCAL,
     'ditask/swin-t_nyud-mtl_progressive.py': NYUD,
     'ditask/swin-t_nyud-mtl_progressive-tree.py': NYUD,

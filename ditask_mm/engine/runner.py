@@ -78,6 +78,18 @@ class CheckedRunner(Runner):
                 f'[ditask_mm] added LossBalancerHook: model.loss_balancer is {type(balancer).__name__}, whose '
                 'epoch ends it calls')
 
+    def wrap_model(self, model_wrapper_cfg, model):
+        """``Runner.wrap_model``; a distributed model with a gradient-level balancer gets ``GradientBalancingDDP``."""
+        if self.distributed:
+            from .gradient_ddp import gradient_balancing_wrapper_cfg
+            chosen = gradient_balancing_wrapper_cfg(model, model_wrapper_cfg)
+            if chosen is not model_wrapper_cfg:
+                MMLogger.get_current_instance().info(
+                    f'[ditask_mm] model.loss_balancer is {type(model.loss_balancer).__name__} (gradient-level): '
+                    'DDP wrapper GradientBalancingDDP')
+            model_wrapper_cfg = chosen
+        return super().wrap_model(model_wrapper_cfg, model)
+
     def _init_model_weights(self) -> None:
         """``Runner._init_model_weights``, with the per-parameter initialisation table at DEBUG."""
         with init_info_at_debug(self._bare_model()):

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ...adapters import batched_spectra
 from ...registry import MODELS
+from ..losses.balancers import balanced_update, is_gradient_balancer
 from ...tasks import TASKS, check_tasks
 
 #: The loss of each task (the paper's, docs/configs.md), without a weight:
@@ -253,7 +254,9 @@ class MultiTaskSegmentor(BaseSegmentor):
         own key (so the log keeps its names). The balancer adds its extra terms
         as ``balance.loss_<name>`` (summed into the objective) and its weights
         as ``balance.weight.<task>`` (logged only: no ``loss`` in the name).
-        Without one, the entries are returned as the heads give them.
+        Without one, or with a gradient-level balancer (which combines the
+        tasks' gradients in :meth:`train_step` instead), the entries are
+        returned as the heads give them.
         """
         feats = self.extract_feat(inputs)
         size = tuple(inputs.shape[-2:])
@@ -262,9 +265,22 @@ class MultiTaskSegmentor(BaseSegmentor):
             target = self._stack_targets(task, data_samples)
             for name, value in self.decode_heads[task].loss(feats[task], target, out_size=size).items():
                 losses[f'{task}.{name}'] = value
-        if self.loss_balancer is not None:
+        if self.loss_balancer is not None and not is_gradient_balancer(self.loss_balancer):
             losses = self.loss_balancer.weigh_loss_dict(losses)
         return losses
+
+    def train_step(self, data, optim_wrapper) -> Dict[str, Tensor]:
+        """mmengine's ``train_step``; with a gradient-level balancer, its update instead of ``update_params``.
+
+        Under DDP, :class:`~ditask_mm.engine.GradientBalancingDDP` runs the
+        same update (mmengine's DDP wrapper never calls this method).
+        """
+        if not is_gradient_balancer(self.loss_balancer):
+            return super().train_step(data, optim_wrapper)
+        with optim_wrapper.optim_context(self):
+            data = self.data_preprocessor(data, True)
+            losses = self._run_forward(data, mode='loss')
+        return balanced_update(self, losses, optim_wrapper)
 
     def _stack_targets(self, task: str, data_samples: List[SegDataSample]) -> Tensor:
         spec = TASKS[task]

@@ -14,7 +14,7 @@ the ranks first (:func:`all_reduce_mean`, :func:`all_reduce_sum`). Buffers are
 persistent, so they are saved in the checkpoint and a resumed run continues
 with the same weights.
 """
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -47,6 +47,47 @@ def all_reduce_mean(tensor: Tensor) -> Tensor:
     return reduced / world_size if world_size > 1 else reduced
 
 
+def task_loss_keys(losses: Mapping[str, Tensor], tasks: Sequence[str], owner: str,
+                   only_task_losses: bool = False) -> Dict[str, List[str]]:
+    """``{task: [keys]}``: the entries of a loss dict that make up each task's loss.
+
+    A task's entries are those whose key starts with ``'{task}.'`` and contains
+    ``loss`` (what ``parse_losses`` sums).
+
+    Args:
+        losses: A segmentor loss dict ``{'{task}.{name}': value}``.
+        tasks: The tasks; each needs at least one entry.
+        owner: Who asks (named in the errors).
+        only_task_losses: Also refuse summed entries (``loss`` in the key)
+            that belong to no task, which a gradient-level balancer could not
+            attribute to a task.
+
+    Raises:
+        KeyError: A task without loss entries, or (``only_task_losses``) an
+            entry of no task.
+    """
+    grouped = {task: [key for key in losses if key.startswith(f'{task}.') and 'loss' in key] for task in tasks}
+    missing = [task for task, keys in grouped.items() if not keys]
+    if missing:
+        raise KeyError(f'{owner}: no loss entries for task(s) {missing} in the loss dict (keys: '
+                       f"{sorted(losses)}); each task needs at least one '{{task}}.loss_*' entry")
+    if only_task_losses:
+        claimed = {key for keys in grouped.values() for key in keys}
+        stray = sorted(key for key in losses if 'loss' in key and key not in claimed)
+        if stray:
+            raise KeyError(f'{owner}: the loss entries {stray} belong to no task ({list(tasks)}); a gradient-level '
+                           "balancer back-propagates each task's loss separately and cannot place them; name "
+                           "them '{task}.loss_*' or drop 'loss' from their names")
+    return grouped
+
+
+def group_task_losses(losses: Mapping[str, Tensor], tasks: Sequence[str], owner: str,
+                      only_task_losses: bool = False) -> Dict[str, Tensor]:
+    """``{task: L_t}``, each the sum of the task's entries (:func:`task_loss_keys`)."""
+    grouped = task_loss_keys(losses, tasks, owner, only_task_losses)
+    return {task: sum(losses[key] for key in keys) for task, keys in grouped.items()}
+
+
 class LossBalancer(nn.Module):
     """Base class: weigh the per-task losses of a step.
 
@@ -59,9 +100,10 @@ class LossBalancer(nn.Module):
 
     ``kind`` says where a balancer acts: ``'loss'`` balancers only rescale
     loss values (one backward pass, as without a balancer). Gradient-level
-    methods (PCGrad, CAGrad, MGDA) will set ``kind = 'gradient'``: they need
-    the per-task losses unsummed and a training step that back-propagates
-    each one, so the training step will check ``kind`` before summing.
+    methods (:mod:`.gradient`: PCGrad, MGDA, CAGrad, Aligned-MTL, UPGrad)
+    set ``kind = 'gradient'``: the segmentor's loss dict stays unweighted and
+    the training step (:func:`.gradient_step.balanced_update`) back-propagates
+    each task's loss separately.
 
     Args:
         tasks: The segmentor's tasks, in order; every step must give a loss
@@ -132,12 +174,7 @@ class LossBalancer(nn.Module):
             the log entries (``balance.weight.<task>``, no ``loss`` in the
             names, so ``parse_losses`` logs them without summing them).
         """
-        grouped = {task: [key for key in losses if key.startswith(f'{task}.') and 'loss' in key]
-                   for task in self.tasks}
-        missing = [task for task, keys in grouped.items() if not keys]
-        if missing:
-            raise KeyError(f'{type(self).__name__}: no loss entries for task(s) {missing} in the loss dict (keys: '
-                           f"{sorted(losses)}); each task needs at least one '{{task}}.loss_*' entry")
+        grouped = task_loss_keys(losses, self.tasks, type(self).__name__)
         task_losses = {task: sum(losses[key] for key in keys) for task, keys in grouped.items()}
         weights, extra = self.task_weights(task_losses)
         weighted = dict(losses)
