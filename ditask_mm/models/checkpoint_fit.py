@@ -9,22 +9,29 @@
   the file and the keys:
 
   - a **full** checkpoint must hold every model key with the model's shape,
-    and nothing else;
+    and nothing else, except a loss balancer's state (``loss_balancer.``
+    keys): a checkpoint trained without the config's balancer (or with one
+    the config does not set) still fits, with one WARNING; the balancer then
+    starts from its initial state (or the checkpoint's is ignored);
   - an **adapter-only** checkpoint (``meta.kind == 'adapter_only'``) may leave
     model keys out (the frozen weights), but every key it holds must be a
     model key with the model's shape;
   - either must hold at least one tensor.
 """
+import logging
 from dataclasses import dataclass, field
 from typing import Any, List, Mapping, Optional, Tuple
 
 import torch
+from mmengine.logging import print_log
 from torch import nn
 
 #: ``meta['kind']`` of an adapter-only checkpoint.
 ADAPTER_ONLY = 'adapter_only'
 #: ``(name, checkpoint shape, model shape)`` of a tensor whose shapes differ.
 ShapeMismatch = Tuple[str, Tuple[int, ...], Tuple[int, ...]]
+#: Keys of a loss balancer's state (``MultiTaskSegmentor.loss_balancer``), which a full checkpoint may lack or add.
+BALANCER_PREFIX = 'loss_balancer.'
 #: Appended to the message of a full checkpoint that does not fit.
 FULL_CHECKPOINT_ADVICE = 'Use the config the checkpoint was trained with, or convert the checkpoint.'
 
@@ -136,5 +143,17 @@ def check_checkpoint_fits(model: nn.Module, filename: str, checkpoint: Optional[
     if adapter_only:
         if comparison.unexpected or comparison.shape_mismatches:
             raise CheckpointMismatchError(_adapter_problem(filename, state_dict, comparison))
-    elif comparison.missing or comparison.unexpected or comparison.shape_mismatches:
+        return
+    balancer_missing = [k for k in comparison.missing if k.startswith(BALANCER_PREFIX)]
+    balancer_unexpected = [k for k in comparison.unexpected if k.startswith(BALANCER_PREFIX)]
+    if (len(balancer_missing) < len(comparison.missing) or len(balancer_unexpected) < len(comparison.unexpected)
+            or comparison.shape_mismatches):
         raise CheckpointMismatchError(describe_mismatch(filename, comparison) + '\n' + FULL_CHECKPOINT_ADVICE)
+    if balancer_missing:
+        print_log(f'checkpoint {filename} holds no state for the loss balancer '
+                  f'({type(getattr(module, "loss_balancer", None)).__name__}; {balancer_missing}): trained without '
+                  'it; the balancer starts from its initial state', logger='current', level=logging.WARNING)
+    if balancer_unexpected:
+        print_log(f'checkpoint {filename} holds loss-balancer state {balancer_unexpected} that this model has no '
+                  'place for (model.loss_balancer differs from the training config): ignored', logger='current',
+                  level=logging.WARNING)

@@ -173,8 +173,8 @@ def load_model_checkpoint(model: nn.Module, path: str, checkpoint: Optional[Any]
         ensure_pretrained_loaded(model, path, contents.meta, contents.state_dict.keys(), logger)
         load_adapter_checkpoint(model, path, logger=logger, checkpoint=contents)
     else:
-        check_checkpoint_fits(model, path, contents, adapter_only=False)
-        model.load_state_dict(contents.state_dict, strict=True)
+        check_checkpoint_fits(model, path, contents, adapter_only=False)  # only loss_balancer. keys may differ
+        model.load_state_dict(contents.state_dict, strict=False)
     return contents.raw
 
 

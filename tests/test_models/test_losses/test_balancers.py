@@ -1,6 +1,7 @@
 """Loss balancers: formulas against hand computations, segmentor integration, checkpoints, hook and configs."""
 import copy
 import math
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -286,3 +287,36 @@ def test_an_adapter_only_checkpoint_keeps_the_balancer_state():
     kept = adapter_state_dict(model)
     balancer = [k for k in model.state_dict() if k.startswith('loss_balancer.')]
     assert balancer and all(k in kept for k in balancer)
+
+
+def test_a_full_checkpoint_without_balancer_state_loads_into_a_balanced_model_and_back(tmp_path, monkeypatch):
+    """load_from / tools/test.py across balancer configs: only loss_balancer. keys may differ, with a WARNING."""
+    from ditask_mm.models import checkpoint_fit
+    from ditask_mm.models.checkpoint_fit import CheckpointMismatchError
+    from ditask_mm.models.model_checkpoint import load_model_checkpoint
+    warnings = []
+    monkeypatch.setattr(checkpoint_fit, 'print_log', lambda msg, **kw: warnings.append(msg)
+                        if kw.get('level') == logging.WARNING else None)
+    plain = build_tiny_segmentor()
+    train_steps(plain, 1)
+    torch.save({'state_dict': plain.state_dict(), 'meta': {}}, tmp_path / 'plain.pth')
+    dwa = build_tiny_segmentor(loss_balancer=BALANCER_CFGS['dwa'])
+    initial = {k: v.clone() for k, v in dwa.loss_balancer.state_dict().items()}
+    load_model_checkpoint(dwa, str(tmp_path / 'plain.pth'))
+    assert len(warnings) == 1 and 'holds no state for the loss balancer (DWA' in warnings[0]
+    for key, value in plain.state_dict().items():
+        assert torch.equal(dwa.state_dict()[key], value), key  # every other tensor was loaded
+    assert all(torch.equal(v, initial[k]) for k, v in dwa.loss_balancer.state_dict().items())
+
+    train_steps(dwa, 2, epoch_every=1)
+    torch.save({'state_dict': dwa.state_dict(), 'meta': {}}, tmp_path / 'dwa.pth')
+    back = build_tiny_segmentor()
+    load_model_checkpoint(back, str(tmp_path / 'dwa.pth'))
+    assert len(warnings) == 2 and 'has no place for' in warnings[1] and 'loss_balancer.last_average' in warnings[1]
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in dwa.state_dict().items() if k in back.state_dict())
+
+    broken = dict(plain.state_dict())
+    broken.pop(next(k for k in broken if 'decode_heads.semseg' in k))
+    torch.save({'state_dict': broken, 'meta': {}}, tmp_path / 'broken.pth')
+    with pytest.raises(CheckpointMismatchError, match='model keys the checkpoint lacks: .*decode_heads.semseg'):
+        load_model_checkpoint(build_tiny_segmentor(loss_balancer=BALANCER_CFGS['dwa']), str(tmp_path / 'broken.pth'))
