@@ -10,6 +10,7 @@ and :func:`propose_groups` clusters the tasks into the backbone's ``task_groups`
 """
 import itertools
 import json
+import logging
 import os.path as osp
 import re
 from dataclasses import dataclass, field
@@ -136,7 +137,7 @@ def gradient_affinity(task_losses: Mapping[str, Tensor], params_by_stage: Mappin
         zero = [t for t, row in zip(tasks, stacked) if not row.any()]
         if zero:
             print_log(f'[task affinity] stage {stage}: zero gradient for task(s) {zero}; their cosines are 0 in '
-                      'this batch', logger='current', level=30)
+                      'this batch', logger='current', level=logging.DEBUG)  # measure_task_affinity sums them up
         matrices[stage] = cosine_matrix(stacked).cpu()
     return matrices
 
@@ -253,6 +254,11 @@ def measure_task_affinity(model: nn.Module, dataloader: Iterable, iters: int, ta
                           parameter_names=[n for n, _ in named]) for s, named in stage_params.items()}
     # E[cos] over the batches where both tasks have a gradient (a batch without a task's labels has none)
     matrices = {s: m / counts[s].clamp_min(1) for s, m in sums.items()}
+    without = sorted({(task, n) for per_task in zero.values() for task, n in per_task.items() if n})
+    if without:
+        print_log('[task affinity] batches without a gradient (no labels of the task, or a zero loss), left out of '
+                  'its averages: ' + ', '.join(f'{task} {n}/{iters}' for task, n in without),
+                  logger='current', level=logging.WARNING)
     return AffinityResult(tasks=tasks, matrices=matrices, parameters=parameters,
                           iterations=iters, world_size=_world_size(), zero_gradient_batches=zero, frozen_stages=frozen)
 

@@ -57,6 +57,13 @@ class GradientBalancer(LossBalancer):
     here are stateless), so the checkpoint holds no ``loss_balancer.`` keys and
     a checkpoint trained without a balancer loads unchanged.
 
+    Extra cost per step, every method: ``T − 1`` more backward passes (one per
+    task, over the shared parameters), a ``T × n`` Jacobian of the ``n``
+    shared trainable numbers (under DDP one all-reduce of it, one of the
+    task-specific gradients and a broadcast of ``T`` weights, instead of
+    DDP's bucketed all-reduce), a walk of the autograd graph (a few ms), and
+    the method's own ``T × T`` solve (measured in ``docs/benchmarks.md``).
+
     Args:
         tasks: The segmentor's tasks.
         scale: Factor on the combined direction of the shared parameters.
@@ -136,9 +143,7 @@ class PCGrad(GradientBalancer):
     Each task gradient is projected onto the normal plane of every other
     task gradient it conflicts with (negative inner product), in a random
     order of the other tasks, and the projected gradients are summed.
-
-    Extra cost per step: ``T`` backward passes instead of one, one
-    ``T × n`` Jacobian of the shared parameters, ``O(T³)`` for the weights.
+    Solve: ``O(T³)`` on the Gramian.
     """
 
     def build_aggregator(self):
