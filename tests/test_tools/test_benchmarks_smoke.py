@@ -133,3 +133,58 @@ def test_train_on_synthetic_gives_each_variant_its_backbone_on_the_main_job(tmp_
     assert cfg.model.backbone.init_cfg == dict(type='Pretrained', checkpoint='standin.pth')
     backbone = init_model(cfg, init_weights=False).backbone
     assert backbone.branch_mode == 'side' and [len(p.groups) for p in backbone.plan] == [1, 1, 2, 4]
+
+
+def test_bench_train_step_times_a_gradient_balancer_through_its_own_update(tmp_path):
+    out = tmp_path / 'balancers.json'
+    variants = ['balance_fixed', 'balance_pcgrad']
+    proc = subprocess.run([sys.executable, str(REPO / 'tools/benchmarks/bench_train_step.py'), '--configs', *variants,
+                           '--batch', '1', '--img', '64', '--iters', '1', '--warmup', '1', '--device', 'cpu',
+                           '--threads', '1', '--json', str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    records = {r['variant']: r for r in json.loads(out.read_text())}
+    assert set(records) == set(variants)
+    fixed, pcgrad = records['balance_fixed'], records['balance_pcgrad']
+    assert (fixed['loss_balancer'], fixed['balancer_kind']) == ('FixedWeights', 'loss')
+    assert (pcgrad['loss_balancer'], pcgrad['balancer_kind']) == ('PCGrad', 'gradient')
+    assert pcgrad['options'] == ['model.loss_balancer.type=PCGrad'] and pcgrad['train_step_ms'] > 0
+    # balanced_update ran (not update_params): it logs the skipped-step flag and the task shares, which add up to 1
+    log = pcgrad['balance_log']
+    assert log['balance.skipped_step'] == 0.0 and 'balance.skipped_step' not in fixed['balance_log']
+    shares = [value for key, value in log.items() if key.startswith('balance.share.')]
+    assert len(shares) == 4 and abs(sum(shares) - 1) < 1e-3
+    # one backward per task over the shared parameters: far more FLOPs than the single backward of fixed weights
+    assert pcgrad['flops_per_step'] > 1.5 * fixed['flops_per_step']
+    assert pcgrad['trainable'] == fixed['trainable']
+    assert '| variant | balancer | train step (ms) | vs balance_fixed |' in proc.stdout
+    assert '| balance_pcgrad | PCGrad |' in proc.stdout and '| balance_fixed | FixedWeights |' in proc.stdout
+
+
+def test_train_on_synthetic_carries_the_variant_loss_balancer_and_its_custom_keys(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / 'tools/benchmarks'))
+    from train_on_synthetic import MAIN_JOB, write_run_config
+
+    from ditask_mm.apis import init_model
+    from ditask_mm.engine.config_loading import load_run_config
+    main = load_run_config(str(REPO / MAIN_JOB))
+    assert main.model.get('loss_balancer') is None
+
+    def run_config(name, variant_config, options=()):
+        return load_run_config(str(write_run_config(variant_config, tmp_path / name / 'config.py', 'standin.pth',
+                                                    options)))
+
+    pcgrad = run_config('pcgrad', 'configs/ditask/swin-t_pascal-mtl_pcgrad.py')
+    assert pcgrad.model.loss_balancer.type == 'PCGrad'
+    assert pcgrad.optim_wrapper == main.optim_wrapper and pcgrad.train_cfg == main.train_cfg
+    uncertainty = run_config('uncertainty', 'configs/ditask/swin-t_pascal-mtl_uncertainty.py')
+    assert uncertainty.model.loss_balancer.type == 'UncertaintyWeighting'
+    paramwise = uncertainty.optim_wrapper.paramwise_cfg
+    assert paramwise.custom_keys == {'loss_balancer': dict(decay_mult=0.0)}
+    assert paramwise.norm_decay_mult == main.optim_wrapper.paramwise_cfg.norm_decay_mult  # the main job's kept
+    assert uncertainty.optim_wrapper.optimizer == main.optim_wrapper.optimizer
+    # a bench_train_step.py variant's overrides are applied to its config first
+    mgda = run_config('mgda', 'configs/ditask/swin-t_pascal-mtl_clean.py', ['model.loss_balancer.type=MGDA'])
+    assert mgda.model.loss_balancer.type == 'MGDA'
+    assert run_config('clean', 'configs/ditask/swin-t_pascal-mtl_clean.py').model.get('loss_balancer') is None
+    model = init_model(uncertainty, init_weights=False)
+    assert type(model.loss_balancer).__name__ == 'UncertaintyWeighting' and model.loss_balancer.tasks == model.tasks

@@ -8,6 +8,9 @@ backward, AdamW; fp16 AMP on CUDA unless ``--no-amp``):
 
 * the median step time over ``--iters`` steps, after one untimed first step
   (lazy SVDs, allocator warm-up) and ``--warmup`` - 1 more;
+* the median process CPU time of the same steps (``time.process_time``: on
+  a shared machine with ``--threads 1`` it is the step's cost without the
+  waits for a core);
 * the peak memory the timed steps add (CUDA: max_memory_allocated; CPU: peak
   RSS growth, reset through /proc/self/clear_refs);
 * the trainable parameter count;
@@ -43,6 +46,18 @@ path runs unchanged under the name of its file stem). Built-in variants:
   architecture (the last block of each stage runs proj/fc1/fc2 once per
   task). It is the limit for DiTASK, which needs that backward plus one
   weight rebuild per adapted matrix;
+* ``balance_fixed``, ``balance_uncertainty``, ``balance_dwa``, ``balance_famo``
+  (loss-level: FixedWeights, UncertaintyWeighting, DWA, FAMO) and
+  ``balance_pcgrad``, ``balance_mgda``, ``balance_cagrad``,
+  ``balance_aligned_mtl``, ``balance_upgrad`` (gradient-level: PCGrad, MGDA,
+  CAGrad, AlignedMTL, UPGrad): ``ditask_clean`` with
+  ``model.loss_balancer=dict(type=...)`` (``bench_utils.BALANCER_VARIANTS``),
+  each with its balancer's defaults. The timed ``model.train_step`` is the
+  segmentor's, so a gradient-level balancer runs its own update
+  (``balanced_update``: one backward pass per task over the shared
+  parameters, the Jacobian, the aggregator's solve). When any of them runs, a
+  second table gives their step time and peak memory against
+  ``balance_fixed`` (``ditask_clean`` without it);
 * ``inference``: eval mode, ``torch.no_grad()``, AMP on CUDA, with
   configs/ditask/swin-t_pascal-mtl.py: ``model.test_step`` of the multi-task
   model (trunk once for all four tasks), the same after ``merge_adapters``,
@@ -59,6 +74,9 @@ Example::
 
     python tools/benchmarks/bench_train_step.py --configs ditask full_ft full_ft_branched inference \\
         --batch 8 --img 448 --device cuda --iters 20 --json train_step.json
+    # the loss balancers on a shared CPU: read the CPU-time column of the second table
+    python tools/benchmarks/bench_train_step.py --configs balance_fixed balance_dwa balance_pcgrad balance_upgrad \\
+        --batch 2 --img 448 --device cpu --threads 1 --iters 2
 """
 import argparse
 import contextlib
@@ -70,8 +88,9 @@ import subprocess
 import sys
 from typing import Callable, Dict, List, NamedTuple, Sequence
 
-from bench_utils import (CLEAN, DITASK, PER_CALL_SVD_OPTION, PROGRESSIVE, PROGRESSIVE_TREE, build_model, count_flops,
-                         current_rss, peak_rss, random_batch, reset_peak_rss, timed, write_json_atomic)
+from bench_utils import (BALANCER_VARIANTS, CLEAN, DITASK, PER_CALL_SVD_OPTION, PROGRESSIVE, PROGRESSIVE_TREE,
+                         build_model, count_flops, current_rss, peak_rss, random_batch, reset_peak_rss, timed,
+                         timed_wall_and_cpu, write_json_atomic)
 
 INFERENCE = 'inference'
 
@@ -98,6 +117,7 @@ VARIANTS = {v.name: v for v in (
     Variant('full_ft', 'configs/baselines/full-ft_swin-t_pascal-mtl.py', []),
     Variant('full_ft_branched', CLEAN, [], branched_full_ft=True),
     Variant('decoder_only', 'configs/baselines/decoder-only_swin-t_pascal-mtl.py', []),
+    *(Variant(name, CLEAN, [f'model.loss_balancer.type={balancer}']) for name, balancer in BALANCER_VARIANTS.items()),
 )}
 SINGLE_TASK = {task: f'configs/ditask/single-task/swin-t_pascal-{task.replace("_", "-")}.py'
                for task in ('semseg', 'human_parts', 'sal', 'normals')}
@@ -150,8 +170,10 @@ def train_worker(args: argparse.Namespace, variant: Variant) -> Dict:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     step = lambda: model.train_step(copy.deepcopy(batch), wrapper)  # noqa: E731
-    step()  # first step: lazy SVDs, allocator warm-up
+    first_log = step()  # first step: lazy SVDs, allocator warm-up
     sync()
+    balancer = getattr(model, 'loss_balancer', None)
+    balance_log = {key: float(value) for key, value in first_log.items() if key.startswith('balance.')}
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -159,15 +181,17 @@ def train_worker(args: argparse.Namespace, variant: Variant) -> Dict:
     else:
         peak_reset = reset_peak_rss()
         base = current_rss()
-    train_ms = timed(step, args.iters, max(args.warmup - 1, 0), sync)
+    train_ms, train_cpu_ms = timed_wall_and_cpu(step, args.iters, max(args.warmup - 1, 0), sync)
     peak = (torch.cuda.max_memory_allocated() if cuda else peak_rss()) - base
     flops = count_flops(step)  # after the peak is read: the counter's overhead is not in it
     return dict(variant=variant.name, config=variant.config, options=variant.options,
                 branched_full_ft=variant.branched_full_ft, device=device, amp=amp, batch=args.batch, img=args.img,
-                iters=args.iters, train_step_ms=train_ms, peak_extra_mib=max(peak, 0) / 2**20,
+                iters=args.iters, train_step_ms=train_ms, train_step_cpu_ms=train_cpu_ms,
+                peak_extra_mib=max(peak, 0) / 2**20,
                 peak_reset=peak_reset, trainable=sum(p.numel() for p in params), flops_per_step=flops,
                 gflop_per_s=flops / 1e9 / (train_ms / 1000), threads=torch.get_num_threads(),
-                torch=torch.__version__)
+                torch=torch.__version__, loss_balancer=type(balancer).__name__ if balancer is not None else None,
+                balancer_kind=getattr(balancer, 'kind', None), balance_log=balance_log)
 
 
 def inference_worker(args: argparse.Namespace) -> Dict:
@@ -267,6 +291,35 @@ def train_table(results: Sequence[Dict]) -> str:
     return '\n'.join(lines)
 
 
+def balancer_table(results: Sequence[Dict]) -> str:
+    """The markdown table of the ``balance_*`` and ``ditask_clean`` records, against ``balance_fixed`` (else
+    ``ditask_clean``).
+
+    Besides the wall time it gives the process CPU time of the step (robust
+    to other processes on the machine, with ``--threads 1``) and the FLOPs.
+    """
+    by = {r['variant']: r for r in results}
+    reference_name = 'balance_fixed' if 'balance_fixed' in by else 'ditask_clean'
+    reference = by.get(reference_name, {})
+    lines = [f'| variant | balancer | train step (ms) | vs {reference_name} | CPU time / step (ms) | '
+             f'vs {reference_name} | GFLOP / step | vs {reference_name} | peak extra memory (MiB) | '
+             f'vs {reference_name} |', '|---|---|---|---|---|---|---|---|---|---|']
+    for r in results:
+        if r['variant'] not in BALANCER_VARIANTS and r['variant'] != 'ditask_clean':
+            continue
+        cells = [r['variant'], BALANCER_VARIANTS.get(r['variant'], 'none')]
+        for key, scale in (('train_step_ms', 1), ('train_step_cpu_ms', 1), ('flops_per_step', 1e9),
+                           ('peak_extra_mib', 1)):
+            value = r.get(key)
+            if value is None:  # a record of an older version of this script
+                cells += ['n/a', 'n/a']
+                continue
+            cells += [f'{value / scale:.0f}' if scale == 1 else f'{value / scale:.1f}',
+                      ratio(value, reference.get(key))]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 def inference_table(record: Dict) -> str:
     """The markdown inference table and ratio lines of the ``inference`` record."""
     models, single, q = record['models'], record['single_task'], record['ratios']
@@ -348,6 +401,9 @@ def main() -> int:
     if train:
         print()
         print(train_table(train))
+    if any(r['variant'] in BALANCER_VARIANTS for r in train):
+        print()
+        print(balancer_table(train))
     for r in results:
         if r['variant'] == INFERENCE:
             print()

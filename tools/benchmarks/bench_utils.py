@@ -14,7 +14,7 @@ import json
 import os
 import statistics
 import time
-from typing import Callable, Dict, Iterable, List, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DITASK = 'configs/ditask/swin-t_pascal-mtl.py'
@@ -23,6 +23,19 @@ PROGRESSIVE = 'configs/ditask/swin-t_pascal-mtl_progressive.py'
 PROGRESSIVE_TREE = 'configs/ditask/swin-t_pascal-mtl_progressive-tree.py'
 #: ``--cfg-options`` entry that makes a DiTASK model recompute every SVD on every call (the public code's cost).
 PER_CALL_SVD_OPTION = 'model.backbone.adapter.type=PerCallSVDDiTASKLinear'
+#: The loss balancers the ``balance_*`` variants set (``model.loss_balancer.type``), by variant name: loss-level
+#: first (one backward pass), then gradient-level (one backward pass per task over the shared parameters).
+BALANCER_VARIANTS = {
+    'balance_fixed': 'FixedWeights',
+    'balance_uncertainty': 'UncertaintyWeighting',
+    'balance_dwa': 'DWA',
+    'balance_famo': 'FAMO',
+    'balance_pcgrad': 'PCGrad',
+    'balance_mgda': 'MGDA',
+    'balance_cagrad': 'CAGrad',
+    'balance_aligned_mtl': 'AlignedMTL',
+    'balance_upgrad': 'UPGrad',
+}
 
 
 # ------------------------------------------------------------- per-call SVD
@@ -77,6 +90,31 @@ def per_call_svd_layer_class() -> type:
 
 
 # ------------------------------------------------------------------- models
+def parse_options(options: Sequence[str]) -> Optional[Dict]:
+    """``key=value`` overrides as ``--cfg-options`` parses them (mmengine's ``DictAction``).
+
+    Args:
+        options: Entries such as ``'model.loss_balancer.type=PCGrad'``.
+
+    Returns:
+        The nested override dict, or ``None`` when ``options`` is empty.
+
+    Raises:
+        ValueError: An entry is not of the form ``key=value``.
+    """
+    import argparse
+
+    from mmengine.config import DictAction
+    if not options:
+        return None
+    malformed = [option for option in options if '=' not in option]
+    if malformed:
+        raise ValueError(f'config overrides must be key=value (as --cfg-options takes them), got {malformed}')
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--o', nargs='+', action=DictAction)
+    return parser.parse_args(['--o', *options]).o
+
+
 def build_model(config: str, options: Sequence[str] = (), device: str = 'cpu', branched_full_ft: bool = False):
     """Build a config's model (seed 0, no pretrained weights) on ``device``, in training mode.
 
@@ -92,21 +130,14 @@ def build_model(config: str, options: Sequence[str] = (), device: str = 'cpu', b
     Returns:
         The model.
     """
-    import argparse
-
     import torch
-    from mmengine.config import DictAction
 
     from ditask_mm.adapters import merge_adapters
     from ditask_mm.apis import init_model
     per_call_svd_layer_class()  # registered, so that PER_CALL_SVD_OPTION can name it
-    cfg_options = None
-    if options:
-        parser = argparse.ArgumentParser()
-        parser.add_argument('--o', nargs='+', action=DictAction)
-        cfg_options = parser.parse_args(['--o', *options]).o
     torch.manual_seed(0)
-    model = init_model(os.path.join(ROOT, config), device=device, cfg_options=cfg_options, init_weights=False)
+    model = init_model(os.path.join(ROOT, config), device=device, cfg_options=parse_options(options),
+                       init_weights=False)
     if branched_full_ft:
         merge_adapters(model)
         model.requires_grad_(True)
@@ -143,16 +174,31 @@ def random_batch(tasks: Iterable[str], batch: int, size: int, seed: int = 0) -> 
 # ------------------------------------------------------------------ measuring
 def timed(fn: Callable[[], object], iters: int, warmup: int, sync: Callable[[], None]) -> float:
     """Median milliseconds of ``iters`` calls of ``fn`` after ``warmup`` untimed ones."""
+    return timed_wall_and_cpu(fn, iters, warmup, sync)[0]
+
+
+def timed_wall_and_cpu(fn: Callable[[], object], iters: int, warmup: int,
+                       sync: Callable[[], None]) -> Tuple[float, float]:
+    """Median wall and median process-CPU milliseconds of ``iters`` calls of ``fn`` after ``warmup`` untimed ones.
+
+    The CPU time (``time.process_time``: every thread of this process, user
+    and system) is what a step costs when other processes share the cores:
+    with one torch thread it equals the wall time on an idle machine and,
+    unlike the wall time, does not grow while the process waits for a core.
+    With several threads it also counts the threads' spin-waiting.
+    """
     for _ in range(warmup):
         fn()
-    times: List[float] = []
+    wall: List[float] = []
+    cpu: List[float] = []
     for _ in range(iters):
         sync()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         sync()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        wall.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.process_time() - start_cpu) * 1000)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def count_flops(fn: Callable[[], object]) -> int:

@@ -2,7 +2,10 @@
 """Train several methods on the generated PASCAL_MT data with the main job's schedule, and compare them.
 
 Each variant keeps its own backbone (adapter, task groups, trainable policy,
-from its PASCAL config) and takes everything else from the main job's DiTASK
+from its PASCAL config) and its loss balancer (``model.loss_balancer``, with
+the ``optim_wrapper.paramwise_cfg.custom_keys`` entries naming
+``loss_balancer``, e.g. no weight decay on UncertaintyWeighting's
+log-variances), and takes everything else from the main job's DiTASK
 fine-tuning config (configs/main_job/ditask_swin-t_synthetic-mtl_from-standin.py):
 data, 128² pipelines, heads, losses, optimizer, 8-epoch schedule, seed, and the
 stand-in pretrained Swin-T that ``bash tools/main.sh`` writes. Per variant it
@@ -13,7 +16,10 @@ side (Δm against the PASCAL single-task numbers: on generated data only the
 comparison between the runs means something).
 
 Variants are the names of ``bench_train_step.py`` (``ditask``, ``ditask_clean``,
-``ditask_progressive``, ...) or PASCAL config paths.
+``ditask_progressive``, ``balance_pcgrad``, ...; a name's config overrides are
+applied to its PASCAL config first) or PASCAL config paths. Not trainable
+here: ``ditask_per_call_svd`` (its layer is registered by the benchmarks
+only) and ``full_ft_branched`` (built by merging a model, not by a config).
 
 Example::
 
@@ -26,10 +32,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Sequence
 
 from bench_train_step import resolve
-from bench_utils import ROOT
+from bench_utils import PER_CALL_SVD_OPTION, ROOT, parse_options
 
 MAIN_JOB = 'configs/main_job/ditask_swin-t_synthetic-mtl_from-standin.py'
 STANDIN = 'work_dirs/main/standin/swin_official.pth'
@@ -37,20 +43,55 @@ STANDIN = 'work_dirs/main/standin/swin_official.pth'
 MAIN_JOB_BACKBONE_KEYS = ('init_cfg', 'drop_path_rate')
 
 
-def write_run_config(variant_config: str, path: Path, standin: str) -> Path:
-    """The main job's config with ``variant_config``'s backbone, written to ``path``."""
+def balancer_custom_keys(variant_cfg) -> Dict[str, dict]:
+    """The ``optim_wrapper.paramwise_cfg.custom_keys`` entries of a config that name ``loss_balancer``."""
+    paramwise = (variant_cfg.get('optim_wrapper') or {}).get('paramwise_cfg') or {}
+    custom_keys = paramwise.get('custom_keys') or {}
+    return {key: dict(value) for key, value in custom_keys.items() if 'loss_balancer' in key}
+
+
+def write_run_config(variant_config: str, path: Path, standin: str, options: Sequence[str] = ()) -> Path:
+    """The main job's config with ``variant_config``'s backbone and loss balancer, written to ``path``.
+
+    Args:
+        variant_config: The variant's PASCAL config, relative to the
+            repository root or absolute.
+        path: Where to write the run's config.
+        standin: The stand-in pretrained Swin-T checkpoint the backbone loads.
+        options: ``key=value`` overrides applied to ``variant_config`` first
+            (a ``bench_train_step.py`` variant's, e.g.
+            ``model.loss_balancer.type=PCGrad``).
+
+    Returns:
+        ``path``. The config inherits the main job and replaces its backbone
+        (the main job's ``init_cfg`` and ``drop_path_rate`` kept, the
+        checkpoint set to ``standin``); a ``model.loss_balancer`` of the
+        variant is carried over with its ``loss_balancer`` custom keys.
+    """
     from mmengine.config import Config
     main, variant = Config.fromfile(os.path.join(ROOT, MAIN_JOB)), Config.fromfile(os.path.join(ROOT, variant_config))
+    overrides = parse_options(options)
+    if overrides:
+        variant.merge_from_dict(overrides)
     backbone = dict(variant.model.backbone.to_dict())
     for key in MAIN_JOB_BACKBONE_KEYS:
         backbone[key] = main.model.backbone[key]
     backbone['init_cfg'] = dict(type='Pretrained', checkpoint=standin)
-    text = (f'# {variant_config} backbone on the main job ({MAIN_JOB}), written by {Path(__file__).name}\n'
-            f"_base_ = ['{os.path.join(ROOT, MAIN_JOB)}']\n"
-            f'model = dict(backbone=dict(_delete_=True, **{backbone!r}))\n')
+    balancer = variant.model.get('loss_balancer')
+    model_entries = f'backbone=dict(_delete_=True, **{backbone!r})'
+    if balancer is not None:
+        model_entries += f', loss_balancer={balancer.to_dict()!r}'
+    lines = [f'# {variant_config} backbone{" and loss balancer" if balancer is not None else ""}'
+             + (f' ({" ".join(options)})' if options else '') + f' on the main job ({MAIN_JOB}), '
+             f'written by {Path(__file__).name}',
+             f"_base_ = ['{os.path.join(ROOT, MAIN_JOB)}']",
+             f'model = dict({model_entries})']
+    custom_keys = balancer_custom_keys(variant)
+    if custom_keys:
+        lines.append(f'optim_wrapper = dict(paramwise_cfg=dict(custom_keys={custom_keys!r}))')
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix('.tmp')
-    tmp.write_text(text)
+    tmp.write_text('\n'.join(lines) + '\n')
     os.replace(tmp, path)
     return path
 
@@ -69,6 +110,7 @@ def run(args: List[str], log: Path = None) -> None:
 
 
 def main() -> int:
+    """Parse the command line; train and test each variant on the generated data, then compare the runs."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--variants', nargs='+', required=True, help='bench_train_step.py names or config paths')
     parser.add_argument('--work-dir', default='work_dirs/synthetic_variants')
@@ -80,12 +122,14 @@ def main() -> int:
     work = Path(args.work_dir)
     variants = [resolve(token) for token in args.variants]
     for variant in variants:
-        if variant.options or variant.branched_full_ft:
-            parser.error(f'{variant.name}: only variants that are a config file as is can be trained here')
+        if variant.branched_full_ft or PER_CALL_SVD_OPTION in variant.options:
+            parser.error(f'{variant.name}: cannot be trained here (full_ft_branched merges a built model, '
+                         'ditask_per_call_svd needs a layer only the benchmarks register); pick another variant '
+                         'or a config file')
     for n, variant in enumerate(variants, 1):
         out = work / variant.name
         print(f'[{n}/{len(variants)}] {variant.name} ({variant.config})', file=sys.stderr, flush=True)
-        config = write_run_config(variant.config, out / 'config.py', args.standin)
+        config = write_run_config(variant.config, out / 'config.py', args.standin, variant.options)
         run(['tools/train.py', str(config), '--work-dir', str(out / 'train')], log=out / 'train.log')
         best = max((out / 'train').glob('best_delta_m_epoch_*.pth'), key=os.path.getmtime)
         run(['tools/test.py', str(config), str(best), '--work-dir', str(out / 'test')], log=out / 'test.log')

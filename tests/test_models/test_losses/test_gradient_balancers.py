@@ -14,7 +14,7 @@ from mmengine.registry import MODEL_WRAPPERS as MMENGINE_WRAPPERS
 import ditask_mm.models  # noqa: F401  (registers the balancers)
 from ditask_mm.engine.gradient_ddp import WRAPPER_TYPE, GradientBalancingDDP, gradient_balancing_wrapper_cfg
 from ditask_mm.models.losses.balancers import GRADIENT_BALANCERS, balanced_update, is_gradient_balancer
-from ditask_mm.models.losses.balancers.gradient_step import reached_parameters
+from ditask_mm.models.losses.balancers.gradient_step import declared_tasks, parameter_sharing, reached_parameters
 from ditask_mm.registry import MODELS
 
 from ..test_segmentors.utils import build_tiny_segmentor, make_batch
@@ -232,6 +232,51 @@ def test_the_graph_walk_finds_exactly_the_parameters_autograd_reaches_in_the_seg
         assert found == expected, (task, [names[i] for i in found ^ expected])
         assert any(f'decode_heads.{task}.' in names[i] for i in found)
         assert not any('decode_heads.' in names[i] and f'decode_heads.{task}.' not in names[i] for i in found)
+
+
+def test_task_thetas_and_heads_belong_to_their_task_even_though_batched_spectra_connect_every_theta():
+    model = build_tiny_segmentor(loss_balancer=dict(type='MGDA'))
+    model.train()
+    data = model.data_preprocessor(make_batch(), True)
+    losses = model(**data, mode='loss')
+    task_losses = {t: sum(v for k, v in losses.items() if k.startswith(f'{t}.') and 'loss' in k) for t in model.tasks}
+    params, reach = parameter_sharing(model, task_losses, model.tasks)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    sharing = {name: {t for i, t in enumerate(model.tasks) if reach[i][p]} for p, name in enumerate(names)}
+    index = {id(p): i for i, p in enumerate(params)}
+    walked = reached_parameters([task_losses['semseg']], index)[0]
+    assert any('theta_tasks.normals' in names[i] for i in walked), 'the batched spectra no longer connect the θ'
+    task_thetas = [n for n in names if 'theta_tasks.' in n]
+    assert task_thetas
+    for name in task_thetas:
+        assert sharing[name] == {name.rsplit('.', 1)[1]}, (name, sharing[name])
+    for name in names:
+        if name.startswith('decode_heads.'):
+            assert sharing[name] == {name.split('.')[1]}, name
+        if 'theta_shared' in name:
+            assert sharing[name] == set(model.tasks), name
+    assert declared_tasks('backbone.x.lora_tasks_A.semseg+sal', model.tasks) == {'semseg', 'sal'}
+    assert declared_tasks('backbone.x.lora_tasks_A.unknown', model.tasks) is None
+
+
+def test_segmentor_train_step_gives_each_task_theta_its_own_task_gradient():
+    model = build_tiny_segmentor(loss_balancer=dict(type='MGDA'))
+    model.train()
+    named = {n: p for n, p in model.named_parameters() if 'theta_tasks.' in n}
+    reference = {}
+    for task in model.tasks:
+        data = model.data_preprocessor(make_batch(), True)
+        loss = sum(v for k, v in model(**data, mode='loss').items() if k.startswith(f'{task}.') and 'loss' in k)
+        mine = [n for n in named if n.endswith(f'.{task}')]
+        reference.update(zip(mine, torch.autograd.grad(loss, [named[n] for n in mine])))
+    before = {n: p.detach().clone() for n, p in named.items()}
+    lr = 0.1
+    model.train_step(make_batch(), OptimWrapper(torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
+                                                                lr=lr)))
+    for name, param in named.items():
+        torch.testing.assert_close((before[name] - param.detach()) / lr, reference[name], atol=1e-5, rtol=1e-4,
+                                   msg=lambda m, n=name: f'{n}: {m}')
+    assert any(reference[n].abs().max() > 1e-6 for n in named), 'the task θ got no gradient at all'
 
 
 def test_segmentor_train_step_updates_the_shared_theta_with_the_combined_gradient():

@@ -7,11 +7,17 @@ by :meth:`MultiTaskSegmentor.train_step` (one process) and by
 DDP's own gradient all-reduce never runs and the reductions below are the
 only ones). One step:
 
-1. **Who shares what.** The autograd graph of each task loss is walked
-   (no computation) to find the trainable parameters it reaches. A parameter
-   reached by one task (its head, its task-specific adapters) is *own*; one
-   reached by several tasks (the shared θ, the norms, a task group's θ) is
-   *shared* by that set of tasks. Under DDP the reach is OR-ed across ranks.
+1. **Who shares what** (:func:`parameter_sharing`). The autograd graph of
+   each task loss is walked (no computation) to find the trainable
+   parameters it reaches, and a parameter whose name declares its tasks
+   (``decode_heads.<task>.``, an adapter's ``theta_tasks.<key>`` or
+   ``lora_tasks_A.<key>``, ``<key>`` a task or a ``+``-joined task group) is
+   kept to those tasks: DiTASK's batched spectra compute every θ of a step in
+   one call, so every task's graph passes through every task's θ, with a
+   gradient that is exactly zero outside its own tasks. A parameter reached by
+   one task (its head, its task-specific adapters) is *own*; one reached by
+   several tasks (the shared θ, the norms, a task group's θ) is *shared* by
+   that set of tasks. Under DDP the reach is OR-ed across ranks.
 2. **Per-task gradients of the shared parameters**: one
    ``torch.autograd.grad`` per task, over the shared parameters it reaches
    only, of the loss scaled as ``optim_wrapper.backward`` would scale it
@@ -83,6 +89,51 @@ def reached_parameters(losses: Sequence[Tensor], index: Mapping[int, int]) -> Li
     return result
 
 
+def declared_tasks(name: str, tasks: Sequence[str]) -> Optional[Set[str]]:
+    """The tasks a parameter's name says it belongs to, or ``None`` when it says none.
+
+    ``decode_heads.<task>.…`` belongs to ``<task>``; a name with a part that
+    contains ``tasks`` followed by a key (``theta_tasks.sal``,
+    ``lora_tasks_A.semseg+human_parts``) to the tasks of the key, when they
+    are all in ``tasks``.
+    """
+    parts = name.split('.')
+    if len(parts) > 1 and parts[0] == 'decode_heads' and parts[1] in tasks:
+        return {parts[1]}
+    for part, key in zip(parts, parts[1:]):
+        members = key.split('+')
+        if 'tasks' in part and all(member in tasks for member in members):
+            return set(members)
+    return None
+
+
+def parameter_sharing(model: nn.Module, task_losses: Mapping[str, Tensor],
+                      tasks: Sequence[str]) -> Tuple[List[nn.Parameter], List[List[bool]]]:
+    """The trainable parameters of ``model`` and which task losses reach each (step 1 of the module docstring).
+
+    Returns:
+        ``(params, reach)``: the trainable parameters in ``model.parameters()``
+        order, and ``reach[t][p]``, whether task ``tasks[t]`` reaches
+        parameter ``p`` (OR-ed over the ranks under DDP).
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    index = {id(p): i for i, p in enumerate(params)}
+    device = task_losses[tasks[0]].device
+    reach = torch.zeros(len(tasks), len(params), device=device)
+    for t, positions in enumerate(reached_parameters([task_losses[task] for task in tasks], index)):
+        reach[t, sorted(positions)] = 1.0
+    for position, (name, _) in enumerate(named):
+        owners = declared_tasks(name, tasks)
+        if owners is not None:
+            for t, task in enumerate(tasks):
+                if task not in owners:
+                    reach[t, position] = 0.0
+    if distributed_world_size() > 1:
+        dist.all_reduce(reach, op=dist.ReduceOp.MAX)
+    return params, (reach > 0).tolist()
+
+
 def _sharing_sets(reach: List[List[bool]], tasks: Sequence[str]) -> Dict[Tuple[str, ...], List[int]]:
     """``{tasks sharing: [parameter positions]}`` from the ``T × P`` reach matrix; one-task sets are own."""
     sets: Dict[Tuple[str, ...], List[int]] = defaultdict(list)
@@ -131,15 +182,8 @@ def balanced_update(model: nn.Module, losses: Dict[str, Tensor], optim_wrapper) 
     tasks = balancer.tasks
     task_losses = group_task_losses(losses, tasks, type(balancer).__name__, only_task_losses=True)
     _, log_vars = model.parse_losses(losses)
-    params = [p for p in model.parameters() if p.requires_grad]
-    index = {id(p): i for i, p in enumerate(params)}
+    params, reach = parameter_sharing(model, task_losses, tasks)
     device = task_losses[tasks[0]].device
-    reach = torch.zeros(len(tasks), len(params), device=device)
-    for t, positions in enumerate(reached_parameters([task_losses[task] for task in tasks], index)):
-        reach[t, sorted(positions)] = 1.0
-    if distributed_world_size() > 1:
-        dist.all_reduce(reach, op=dist.ReduceOp.MAX)
-    reach = (reach > 0).tolist()
     sets = _sharing_sets(reach, tasks)
     own = sorted(p for sharing, positions in sets.items() if len(sharing) == 1 for p in positions)
     shared_sets = {sharing: positions for sharing, positions in sets.items() if len(sharing) > 1}
