@@ -26,7 +26,7 @@ if [[ "$want" != "$have" ]]; then
       -r "$ROOT/requirements/pinned.txt" 2>&1 | { grep -v "^WARNING: Location" || true; }
   "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps \
       --no-build-isolation -e "$ROOT" 2>&1 | { grep -v "^WARNING: Location" || true; }
-  if ! check="$("$VENV/bin/python" -c "import ditask_mm, mmseg.models, mmpretrain.models, timm, flake8, torch.utils.tensorboard, torchjd.aggregation, cvxpy, qpsolvers" 2>&1)"; then
+  if ! check="$("$VENV/bin/python" -c "import ditask_mm, mmseg.models, mmpretrain.models, timm, flake8, torch.utils.tensorboard, torchjd.aggregation, cvxpy, qpsolvers, pyEdgeEval._lib, pyEdgeEval.preprocess" 2>&1)"; then
     echo "$check" >&2
     echo "[setup_env] import check failed" >&2
     exit 1

@@ -55,8 +55,8 @@ def test_result_keys_dicts_and_data_samples_agree():
     result = run_metric(full_metric(baselines=dict(semseg=50.0, depth=2.0)), dicts)
     assert set(result) == {
         'semseg.mIoU', 'human_parts.mIoU', 'sal.mIoU', 'sal.maxF', 'sal.maxF_beta0.3', 'sal.threshold',
-        'edge.bce_proxy', 'normals.mean', 'normals.median', 'normals.rmse', 'normals.11.25',
-        'normals.22.5', 'normals.30', 'depth.rmse', 'depth.log_rmse', 'delta_m'}
+        'edge.bce_proxy', 'edge.odsF', 'edge.oisF', 'edge.AP', 'normals.mean', 'normals.median', 'normals.rmse',
+        'normals.11.25', 'normals.22.5', 'normals.30', 'depth.rmse', 'depth.log_rmse', 'delta_m'}
     assert all(np.isfinite(v) for v in result.values())
     assert_same(result, run_metric(full_metric(baselines=dict(semseg=50.0, depth=2.0)), objects))
 

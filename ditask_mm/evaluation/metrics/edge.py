@@ -1,8 +1,9 @@
 """Edges: a balanced-BCE **proxy**, not the odsF of the papers.
 
-``docs/datasets.md`` M5. The only correct edge metric is odsF
-from MATLAB SEISM (with a matching distance tolerance), which is not computed
-here. Like the reference's online ``EdgeMeter``, this reports a
+``docs/datasets.md`` M5. The edge metric of the papers is odsF, which
+:mod:`~ditask_mm.evaluation.metrics.edge_ods` computes (and reports this
+proxy alongside); ``MultiTaskMetric(edge_ods=False)`` scores edges with this
+proxy alone. Like the reference's online ``EdgeMeter``, this reports a
 class-balanced binary cross-entropy *loss* on the probabilities p: p is fed
 as the logit x of a BCE-with-logits (as the reference does with pred/255),
 labels y = (gt ≥ 0.5), positives weighted w = 0.95 and negatives 1 − w::

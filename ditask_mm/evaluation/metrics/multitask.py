@@ -10,9 +10,9 @@ sums the statistics of the whole set before dividing.
 
     Δm = 100 / T · Σ_i (−1)^{l_i} · (M_i − B_i) / B_i
 
-with l_i = 1 for lower-is-better metrics (normals ``mean``, depth ``rmse``,
-edge ``bce_proxy``) and 0 otherwise (``mIoU``...). Results are in percent for
-IoU-like metrics; baselines of such metrics may be fractions
+with l_i = 1 for lower-is-better metrics (normals ``mean``, depth ``rmse``)
+and 0 otherwise (``mIoU``, edge ``odsF``...). Results are in percent for
+IoU-like metrics and F-measures; baselines of such metrics may be fractions
 (``baseline_units``).
 """
 import logging
@@ -27,6 +27,7 @@ from ...tasks import TASKS, check_tasks, task_spec
 from ._common import TaskEvaluator, check_shapes, delta_m, format_value, log, pixel_data
 from .depth import DepthEvaluator
 from .edge import EdgeProxyEvaluator
+from .edge_ods import PASCAL_MAX_DIST, EdgeODSEvaluator, load_pyedgeeval
 from .normals import NormalsEvaluator
 from .saliency import SaliencyEvaluator
 from .segmentation import MIOU_CONVENTIONS, LabelMapEvaluator
@@ -37,7 +38,7 @@ DEFAULT_NUM_CLASSES = dict(human_parts=7)
 CLASS_NAME_KEYS = dict(semseg='classes', human_parts='parts_classes')
 BASELINE_UNITS = ('auto', 'percent', 'fraction')
 EVALUATORS = dict(semseg=LabelMapEvaluator, human_parts=LabelMapEvaluator, sal=SaliencyEvaluator,
-                  edge=EdgeProxyEvaluator, normals=NormalsEvaluator, depth=DepthEvaluator)
+                  edge=EdgeODSEvaluator, normals=NormalsEvaluator, depth=DepthEvaluator)
 
 
 @METRICS.register_module()
@@ -49,15 +50,18 @@ class MultiTaskMetric(BaseMetric):
     ``sal.maxF``, ``sal.maxF_beta0.3``, ``sal.threshold``, ``normals.mean``,
     ``normals.median``, ``normals.rmse``, ``normals.11.25``,
     ``normals.22.5``, ``normals.30``, ``depth.rmse``, ``depth.log_rmse``,
-    ``edge.bce_proxy``, and ``delta_m`` when baselines are given. IoU-like
-    values and the normals accuracies are in percent. A task without any
-    valid pixel reports NaN (with a warning).
+    ``edge.odsF``, ``edge.oisF``, ``edge.AP`` (BSDS/SEISM protocol, see
+    :mod:`~ditask_mm.evaluation.metrics.edge_ods`), ``edge.bce_proxy`` (the
+    training-curve proxy, reported alongside; alone with ``edge_ods=False``),
+    and ``delta_m`` when baselines are given. IoU-like values, F-measures and
+    the normals accuracies are in percent. A task without any valid pixel
+    reports NaN (with a warning).
 
     Args:
         tasks: Tasks to evaluate (names of :data:`ditask_mm.tasks.TASKS`).
         baselines: Single-task baselines for Δm: ``{task: value}`` (the
             task's default metric: ``mIoU``, normals ``mean``, depth
-            ``rmse``, edge ``bce_proxy``) or ``{task: dict(metric=...,
+            ``rmse``, edge ``odsF``) or ``{task: dict(metric=...,
             value=..., lower_is_better=...)}`` (the last key optional).
             ``None``: no Δm. Baselines of known tasks that are not
             evaluated are ignored, so a dataset config can hold the
@@ -65,7 +69,8 @@ class MultiTaskMetric(BaseMetric):
             their only copy) and a run evaluate some of them; an unknown task
             name raises ``KeyError``. Evaluated tasks without a baseline are
             left out of Δm (with a logged note); with none left, there is no
-            Δm.
+            Δm. A task's baseline given as ``None`` removes it (e.g.
+            ``baselines=dict(edge=None)`` in a config over a dataset base).
         miou_convention: ``'reference'`` (mean over all C classes, absent
             classes count as 0) or ``'nanmean'`` (mmseg: zero-union classes
             skipped).
@@ -103,6 +108,18 @@ class MultiTaskMetric(BaseMetric):
             reduction and duplicates included. The pooled
             ``sal.maxF_beta0.3`` is unaffected (the public code handles
             B = 1 there). Requires ``'sal'`` in ``tasks``.
+        edge_ods: Score edges with odsF/oisF/AP (needs ``pyedgeeval``; a
+            task list with ``'edge'`` raises an ``ImportError`` here, at
+            construction, when it is missing, and one without never imports
+            it). ``False``: the BCE proxy only, seconds faster per image,
+            for training curves; an edge baseline must then name
+            ``metric='bce_proxy'`` (or be ``None``).
+        edge_max_dist: Edge matching tolerance, a fraction of the image
+            diagonal: 0.0075 for PASCAL-Context, 0.011 for NYUD-v2.
+        edge_nms: Apply the edge NMS before thresholding (the InvPT-family
+            protocol; off in the reference, see ``edge_ods``'s module).
+        edge_num_workers: Worker processes that score the edge maps of each
+            evaluation batch (0: in the evaluating process).
         collect_device: See ``BaseMetric``.
         prefix: See ``BaseMetric``; none by default (metric keys are
             ``'{task}.{metric}'`` and ``'delta_m'``, which ``save_best`` names).
@@ -115,7 +132,9 @@ class MultiTaskMetric(BaseMetric):
     def __init__(self, tasks: Sequence[str], baselines: Optional[Mapping[str, Any]] = None,
                  miou_convention: str = 'reference', num_classes: Optional[Mapping[str, int]] = None,
                  baseline_units: str = 'auto', per_class: bool = False, sal_beta_double_sigmoid: bool = False,
-                 sal_batch_of_one_rows: bool = False, collect_device: str = 'cpu',
+                 sal_batch_of_one_rows: bool = False, edge_ods: bool = True,
+                 edge_max_dist: float = PASCAL_MAX_DIST, edge_nms: bool = False, edge_num_workers: int = 0,
+                 collect_device: str = 'cpu',
                  prefix: Optional[str] = None, collect_dir: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
         self.tasks = check_tasks(tasks, where='MultiTaskMetric')
@@ -134,6 +153,9 @@ class MultiTaskMetric(BaseMetric):
         self.sal_beta_double_sigmoid = bool(sal_beta_double_sigmoid)
         self.sal_batch_of_one_rows = bool(sal_batch_of_one_rows)
         self._check_reference_bug_options()
+        self.edge_ods = bool(edge_ods)
+        self.edge_options = dict(max_dist=edge_max_dist, nms=edge_nms, num_workers=edge_num_workers)
+        self._check_edge_options()
         self._evaluators: Optional[Dict[str, TaskEvaluator]] = None
 
     # ------------------------------------------------------------ set-up
@@ -159,8 +181,8 @@ class MultiTaskMetric(BaseMetric):
             raise KeyError(f'baselines given for unknown task(s) {unknown}; known tasks: {sorted(TASKS)}')
         parsed = {}
         for task, spec in baselines.items():
-            if task not in self.tasks:
-                continue  # a baseline of another task of the dataset: not part of this run's Δm
+            if task not in self.tasks or spec is None:
+                continue  # a baseline of another task of the dataset (or removed): not part of this run's Δm
             spec = dict(spec) if isinstance(spec, Mapping) else dict(value=spec)
             unknown = set(spec) - {'metric', 'value', 'lower_is_better'}
             if 'value' not in spec or unknown:
@@ -183,6 +205,21 @@ class MultiTaskMetric(BaseMetric):
                              f'evaluated tasks: {list(self.tasks)}')
         log(f'{enabled}: reproducing known bugs of the public code\'s saliency meters; these sal numbers '
             f'are for comparison with published ones, not the correct metric', logging.WARNING)
+
+    def _check_edge_options(self) -> None:
+        """Fail at construction, not after an epoch: pyEdgeEval missing, bad options, a baseline not computed."""
+        if 'edge' not in self.tasks:
+            return
+        if not self.edge_ods:
+            spec = self.baselines.get('edge')
+            if spec is not None and spec.get('metric') != 'bce_proxy':
+                raise ValueError(f"edge_ods=False computes edge.bce_proxy only, but the edge baseline is for "
+                                 f"edge.{spec.get('metric', EdgeODSEvaluator.delta_metric)} ({spec['value']}); "
+                                 f"set edge_ods=True, or give baselines=dict(edge=None) (edge left out of delta_m) "
+                                 f"or dict(edge=dict(metric='bce_proxy', value=...))")
+            return
+        load_pyedgeeval()
+        EdgeODSEvaluator(**self.edge_options)  # validates max_dist and num_workers
 
     def _class_info(self, task: str) -> tuple:
         names = (self.dataset_meta or {}).get(CLASS_NAME_KEYS[task])
@@ -211,6 +248,8 @@ class MultiTaskMetric(BaseMetric):
                 elif task == 'sal':
                     built[task] = SaliencyEvaluator(beta_double_sigmoid=self.sal_beta_double_sigmoid,
                                                     batch_of_one_rows=self.sal_batch_of_one_rows)
+                elif task == 'edge':
+                    built[task] = EdgeODSEvaluator(**self.edge_options) if self.edge_ods else EdgeProxyEvaluator()
                 else:
                     built[task] = EVALUATORS[task]()
             self._evaluators = built
@@ -268,7 +307,7 @@ class MultiTaskMetric(BaseMetric):
         """
         values, baselines, lower = {}, {}, set()
         for task, spec in self.baselines.items():
-            evaluator = EVALUATORS[task]
+            evaluator = EdgeProxyEvaluator if task == 'edge' and not self.edge_ods else EVALUATORS[task]
             key = f"{task}.{spec.get('metric', evaluator.delta_metric)}"
             if key not in metrics:
                 raise KeyError(f'baseline metric {key!r} of task {task!r} is not computed; '
@@ -284,7 +323,7 @@ class MultiTaskMetric(BaseMetric):
         skipped = [t for t in self.tasks if t not in self.baselines]
         if skipped:
             log(f'tasks without a baseline, left out of delta_m: {skipped}')
-        if 'edge' in self.baselines:
+        if 'edge.bce_proxy' in baselines:
             log('delta_m includes edge.bce_proxy, a loss proxy, not odsF: not comparable to papers',
                 logging.WARNING)
         return delta_m(values, baselines, lower)
