@@ -5,6 +5,7 @@ Examples::
 
     python tools/test.py CONFIG CKPT
     python tools/test.py CONFIG CKPT --out work_dirs/x/predictions.pkl --show-dir work_dirs/x/panels
+    python tools/test.py CONFIG CKPT --edge-png-dir work_dirs/x/edges  # then tools/analysis_tools/eval_edges.py
     tools/dist_test.sh CONFIG CKPT 8
 
 Writes ``metrics.json`` (every task's metrics and Δm) into the work dir.
@@ -25,6 +26,8 @@ def parse_args():
     parser.add_argument('--work-dir', help='the dir to save the metrics')
     parser.add_argument('--out', help='dump every prediction (and its ground truth) to this pickle file')
     parser.add_argument('--show-dir', help='write a prediction panel per image into this directory')
+    parser.add_argument('--edge-png-dir', help='write each edge prediction as <image id>.png (8-bit, floor(255*p)) '
+                        'into this directory, for tools/analysis_tools/eval_edges.py')
     parser.add_argument('--cfg-options', nargs='+', help='override settings: key=value')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -51,6 +54,11 @@ def main() -> int:
     evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
     if args.out:  # works with any number of evaluators (mmseg's --out crashes on a list)
         evaluators = [*evaluators, dict(type='AtomicDumpResults', out_file_path=args.out)]
+    if args.edge_png_dir:
+        if 'edge' not in cfg.get('tasks', ['edge']):
+            raise SystemExit(f"--edge-png-dir: the run's tasks {list(cfg.tasks)} have no 'edge'; add it with "
+                             f"--cfg-options \"tasks=[..., 'edge']\" or use a config with edges")
+        evaluators = [*evaluators, dict(type='EdgePNGWriter', out_dir=args.edge_png_dir)]
     cfg.test_evaluator = evaluators
     if args.show_dir:
         cfg.setdefault('custom_hooks', [])
