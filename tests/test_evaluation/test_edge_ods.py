@@ -2,19 +2,15 @@
 import logging
 import math
 import sys
-import time
 
 import cv2
 import numpy as np
 import pytest
 
 from ditask_mm.evaluation import MultiTaskMetric
-from ditask_mm.evaluation.metrics.edge_ods import (NYUD_MAX_DIST, THRESHOLDS, EdgeODSEvaluator, edge_image_counts,
-                                                   edge_png_values)
+from ditask_mm.evaluation.metrics.edge_ods import NYUD_MAX_DIST, THRESHOLDS, EdgeODSEvaluator, edge_png_values
 
 from . import LogCapture, make_sample, run_metric
-
-pytest.importorskip('pyEdgeEval', reason='the edge metric needs pyedgeeval (requirements/pinned.txt)')
 
 
 def segments_image(height, width, rows, value=1.0, start=10, length=6):
@@ -286,16 +282,3 @@ def test_worker_processes_give_the_in_process_counts():
         for key in ('cnt_r', 'sum_r', 'cnt_p', 'sum_p'):
             np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
         assert ours['bce'] == theirs['bce']
-
-
-def test_time_per_512x512_image_is_measured(capsys):
-    """Prints the time of one 512×512 image in one process (not asserted: it depends on the machine)."""
-    pred, gt = realistic_image(np.random.default_rng(5), 512, 512)
-    png, gt_edges, valid = edge_png_values(pred[0]), gt[0] > 0.5, np.ones((512, 512), bool)
-    start = time.perf_counter()
-    counts = edge_image_counts(png, gt_edges, valid, 0.0075, False)
-    elapsed = time.perf_counter() - start
-    with capsys.disabled():
-        print(f'\n[edge odsF] one 512x512 image, 99 thresholds, one process: {elapsed:.2f} s')
-    assert (counts['cnt_r'] <= counts['sum_r']).all() and (counts['cnt_p'] <= counts['sum_p']).all()
-    assert counts['cnt_r'].max() > 0

@@ -22,7 +22,6 @@ from ditask_mm.datasets.synthetic import generate
 from ..test_evaluation import LogCapture
 from .cli_utils import REPO, evaluate, metrics, run, tiny_config
 
-pytest.importorskip('pyEdgeEval', reason='the edge metric needs pyedgeeval (requirements/pinned.txt)')
 
 EVAL_EDGES = REPO / 'tools/analysis_tools/eval_edges.py'
 EVAL_SIZE = (32, 64)  # multiples of the data preprocessor's size_divisor (32)
