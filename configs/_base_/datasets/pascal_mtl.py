@@ -44,7 +44,13 @@ val_dataloader = dict(
                  test_mode=True))
 test_dataloader = val_dataloader
 # single-task Swin-T baselines of MTLoRA/DiTASK (448², D:main.py:531) for Δm, the only copy:
-# the metric uses those of the run's tasks
+# the metric uses those of the run's tasks. Edge (odsF, used by the 5-task configs only): MTLoRA and
+# DiTASK never report PASCAL edges, so its baseline is another paper's single-task network: 72.7, the
+# "Single Task" row of the ASTMT results table (Maninis et al., Attentive Single-Tasking of Multiple
+# Tasks, CVPR 2019; README of facebookresearch/astmt), a ResNet-101 DeepLab-v3+ per task, odsF from
+# SEISM on the 5,105 val images. A different backbone from the Swin-T rows: its Δm term is comparable
+# across runs here, not with a Swin-T single-task edge model. Edges are matched at maxDist 0.0075.
 val_evaluator = dict(type='MultiTaskMetric',
-                     baselines=dict(semseg=67.21, human_parts=61.93, sal=62.35, normals=17.97))
+                     baselines=dict(semseg=67.21, human_parts=61.93, sal=62.35, normals=17.97, edge=72.7),
+                     edge_max_dist=0.0075)
 test_evaluator = val_evaluator

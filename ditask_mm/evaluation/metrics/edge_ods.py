@@ -65,11 +65,11 @@ alone: reruns, worker processes and ranks all give the same numbers.
 image (reproducible, see above), and mmengine gathers one entry per image
 across ranks.
 
-**Speed.** 99 matchings per image: on synthetic 375×500 maps and one shared
-CPU core, about 2 s per image with NMS and 14 s without (the matching takes
-about 0.1 s per threshold, thinning a near-full mask at the lowest
-thresholds up to 1 s). The 5,105 PASCAL val images thus need worker
-processes: ``num_workers`` scores the images of each evaluation batch in
+**Speed.** 99 matchings per image, about 0.1 s each: on detector-like
+predictions (``tools/benchmarks/bench_edge_metric.py``, ``docs/benchmarks.md``)
+about 11 s of one CPU core per PASCAL image (375×500 or 448², NMS saves
+under 10 %) and 15–26 s per NYUD image, i.e. about 15 core-hours for the
+5,105 PASCAL val images. They thus need worker processes: ``num_workers`` scores the images of each evaluation batch in
 that many processes (started with ``spawn``, so the launching script must
 guard its entry point with ``if __name__ == '__main__'``, as
 ``tools/train.py`` and ``tools/test.py`` do).
