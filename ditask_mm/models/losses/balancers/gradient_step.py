@@ -119,19 +119,15 @@ def parameter_sharing(model: nn.Module, task_losses: Mapping[str, Tensor],
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     index = {id(p): i for i, p in enumerate(params)}
-    device = task_losses[tasks[0]].device
-    reach = torch.zeros(len(tasks), len(params), device=device)
-    for t, positions in enumerate(reached_parameters([task_losses[task] for task in tasks], index)):
-        reach[t, sorted(positions)] = 1.0
-    for position, (name, _) in enumerate(named):
-        owners = declared_tasks(name, tasks)
-        if owners is not None:
-            for t, task in enumerate(tasks):
-                if task not in owners:
-                    reach[t, position] = 0.0
+    owners = [declared_tasks(name, tasks) for name, _ in named]
+    reach = [[position in positions and (owners[position] is None or task in owners[position])
+              for position in range(len(params))]
+             for task, positions in zip(tasks, reached_parameters([task_losses[task] for task in tasks], index))]
     if distributed_world_size() > 1:
-        dist.all_reduce(reach, op=dist.ReduceOp.MAX)
-    return params, (reach > 0).tolist()
+        reduced = torch.tensor(reach, dtype=torch.float32, device=task_losses[tasks[0]].device)
+        dist.all_reduce(reduced, op=dist.ReduceOp.MAX)
+        reach = (reduced > 0).tolist()
+    return params, reach
 
 
 def _sharing_sets(reach: List[List[bool]], tasks: Sequence[str]) -> Dict[Tuple[str, ...], List[int]]:
