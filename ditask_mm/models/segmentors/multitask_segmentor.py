@@ -28,8 +28,8 @@ from torch import Tensor
 
 from ...adapters import batched_spectra
 from ...registry import MODELS
-from ..losses.balancers import balanced_update, is_gradient_balancer
 from ...tasks import TASKS, check_tasks
+from ..losses.balancers import balanced_update, is_gradient_balancer
 
 #: The loss of each task (the paper's, docs/configs.md), without a weight:
 #: every ``loss_decode`` entry without a ``type`` is merged over it. The task
