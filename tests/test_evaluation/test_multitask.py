@@ -214,3 +214,25 @@ def test_through_mmengine_evaluator_with_size_truncation():
     result = evaluator.evaluate(3)
     expected = run_metric(full_metric(), [s.to_dict() for s in samples])
     assert_same(result, expected)
+
+
+def test_targets_padded_by_the_preprocessor_are_cropped_to_an_image_scored_at_its_own_size():
+    """A 48×64 image in a batch padded to 64×64: its prediction is 48×64, its target 64×64 with pad values."""
+    rng = np.random.default_rng(3)
+    pred = rng.integers(0, 21, (1, 48, 64))
+    gt = rng.integers(0, 21, (1, 48, 64))
+    padded = np.full((1, 64, 64), 255)
+    padded[:, :48] = gt
+    normals_pred = rng.normal(size=(3, 48, 64))
+    normals_gt = rng.normal(size=(3, 48, 64))
+    normals_padded = np.zeros((3, 64, 64))
+    normals_padded[:, :48] = normals_gt
+    metric = MultiTaskMetric(tasks=['semseg', 'normals'], num_classes=dict(semseg=21))
+    sample = make_sample(semseg_pred=pred, semseg_gt=padded, normals_pred=normals_pred, normals_gt=normals_padded)
+    sample.update(img_shape=(48, 64), pad_shape=(64, 64), ori_shape=(48, 64))
+    cropped = make_sample(semseg_pred=pred, semseg_gt=gt, normals_pred=normals_pred, normals_gt=normals_gt)
+    assert run_metric(metric, [sample]) == run_metric(metric, [cropped])
+    # a prediction resized to another ori_shape is not the unpadded image: still refused, with the shapes
+    sample.update(img_shape=(40, 64))
+    with pytest.raises(ValueError, match=r'prediction shape \(1, 48, 64\) does not match the ground truth'):
+        run_metric(metric, [sample])

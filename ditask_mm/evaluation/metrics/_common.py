@@ -79,6 +79,28 @@ def sample_path(sample: Any) -> str:
     return repr(path) if path is not None else '<sample without img_path>'
 
 
+def unpad_target(gt: np.ndarray, pred: np.ndarray, sample: Any) -> np.ndarray:
+    """``gt`` without the padding the data preprocessor added, when the prediction is the unpadded image's.
+
+    The preprocessor pads every target to the batch (``pad_shape``) in
+    evaluation too, while the segmentor crops its predictions to the image
+    (``img_shape``) before resizing them to ``ori_shape``. When the image is
+    scored at its own size (``ori_shape == img_shape``, e.g.
+    ``FixedResizeMTL(eval_at_resized=True)`` at a size that is not a multiple
+    of ``size_divisor``), the target is cropped back to ``img_shape``; the
+    cropped pixels are the pad value, ignored by every metric. Anything else
+    is returned unchanged (and :func:`check_shapes` judges it).
+    """
+    img_shape, pad_shape = get_field(sample, 'img_shape'), get_field(sample, 'pad_shape')
+    if img_shape is None or pad_shape is None:
+        return gt
+    height, width = (int(v) for v in img_shape[:2])
+    if (tuple(gt.shape[-2:]) == tuple(int(v) for v in pad_shape[:2]) and tuple(pred.shape[-2:]) == (height, width)
+            and tuple(gt.shape[-2:]) != (height, width)):
+        return gt[..., :height, :width]
+    return gt
+
+
 def check_shapes(pred: np.ndarray, gt: np.ndarray, task: str, sample: Any) -> None:
     """Raise ``ValueError`` unless ``pred`` and ``gt`` have the same spatial shape.
 

@@ -24,7 +24,7 @@ from prettytable import PrettyTable
 
 from ...registry import METRICS
 from ...tasks import TASKS, check_tasks, task_spec
-from ._common import TaskEvaluator, check_shapes, delta_m, format_value, log, pixel_data
+from ._common import TaskEvaluator, check_shapes, delta_m, format_value, log, pixel_data, unpad_target
 from .depth import DepthEvaluator
 from .edge import EdgeProxyEvaluator
 from .edge_ods import PASCAL_MAX_DIST, EdgeODSEvaluator, load_pyedgeeval
@@ -280,7 +280,7 @@ class MultiTaskMetric(BaseMetric):
             pairs = []
             for sample in data_samples:
                 pred = pixel_data(sample, spec.pred_key)
-                gt = pixel_data(sample, spec.gt_key)
+                gt = unpad_target(pixel_data(sample, spec.gt_key), pred, sample)
                 check_shapes(pred, gt, task, sample)
                 pairs.append((pred, gt))
             for entry, stats in zip(entries, evaluator.batch_stats(pairs)):
