@@ -27,7 +27,7 @@ from ...tasks import TASKS, check_tasks, task_spec
 from ._common import TaskEvaluator, check_shapes, delta_m, format_value, log, pixel_data, unpad_target
 from .depth import DepthEvaluator
 from .edge import EdgeProxyEvaluator
-from .edge_ods import PASCAL_MAX_DIST, EdgeODSEvaluator, load_pyedgeeval
+from .edge_ods import PASCAL_MAX_DIST, EdgeODSEvaluator
 from .normals import NormalsEvaluator
 from .saliency import SaliencyEvaluator
 from .segmentation import MIOU_CONVENTIONS, LabelMapEvaluator
@@ -218,8 +218,7 @@ class MultiTaskMetric(BaseMetric):
                                  f"set edge_ods=True, or give baselines=dict(edge=None) (edge left out of delta_m) "
                                  f"or dict(edge=dict(metric='bce_proxy', value=...))")
             return
-        load_pyedgeeval()
-        EdgeODSEvaluator(**self.edge_options)  # validates max_dist and num_workers
+        EdgeODSEvaluator(**self.edge_options)  # imports pyEdgeEval (ImportError: how to install), validates options
 
     def _class_info(self, task: str) -> tuple:
         names = (self.dataset_meta or {}).get(CLASS_NAME_KEYS[task])

@@ -88,6 +88,11 @@ def group_task_losses(losses: Mapping[str, Tensor], tasks: Sequence[str], owner:
     return {task: sum(losses[key] for key in keys) for task, keys in grouped.items()}
 
 
+def unit_weights(task_losses: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+    """Weight 1 for every task, each a 0-d tensor of its loss's dtype and device (the losses as configured)."""
+    return {task: torch.ones((), dtype=loss.dtype, device=loss.device) for task, loss in task_losses.items()}
+
+
 class LossBalancer(nn.Module):
     """Base class: weigh the per-task losses of a step.
 

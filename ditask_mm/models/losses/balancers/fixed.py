@@ -1,11 +1,10 @@
 """Fixed task weights: the losses as configured (the behaviour without a balancer)."""
 from typing import Dict, Mapping, Tuple
 
-import torch
 from torch import Tensor
 
 from ....registry import MODELS
-from .base import LossBalancer
+from .base import LossBalancer, unit_weights
 
 
 @MODELS.register_module()
@@ -25,5 +24,4 @@ class FixedWeights(LossBalancer):
     """
 
     def task_weights(self, task_losses: Mapping[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
-        weights = {task: torch.ones((), dtype=loss.dtype, device=loss.device) for task, loss in task_losses.items()}
-        return weights, {}
+        return unit_weights(task_losses), {}

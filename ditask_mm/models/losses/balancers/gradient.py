@@ -47,7 +47,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ....registry import MODELS
-from .base import LossBalancer, distributed_world_size
+from .base import LossBalancer, distributed_world_size, unit_weights
 
 
 class GradientBalancer(LossBalancer):
@@ -119,8 +119,7 @@ class GradientBalancer(LossBalancer):
 
     def task_weights(self, task_losses: Mapping[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
         """On the loss path (validation losses, a bare ``forward``): weight 1, the losses as configured."""
-        weights = {task: torch.ones((), dtype=loss.dtype, device=loss.device) for task, loss in task_losses.items()}
-        return weights, {}
+        return unit_weights(task_losses), {}
 
     def extra_repr(self) -> str:
         return f'tasks={list(self.tasks)}, aggregator={self.aggregator!r}, scale={self.scale}'

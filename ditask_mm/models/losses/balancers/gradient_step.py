@@ -156,8 +156,10 @@ def _add_to_grads(params: Sequence[nn.Parameter], flat: Tensor) -> None:
             param.grad.add_(piece)
 
 
-def _all_finite(*tensors: Tensor) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors if t.numel())
+def _all_finite(tensors: Sequence[Optional[Tensor]]) -> bool:
+    """Whether every element of every tensor is finite (``None`` skipped), with one device synchronisation."""
+    checks = [torch.isfinite(t).all() for t in tensors if t is not None and t.numel()]
+    return bool(torch.stack(checks).all()) if checks else True
 
 
 def balanced_update(model: nn.Module, losses: Dict[str, Tensor], optim_wrapper) -> Dict[str, Tensor]:
@@ -205,15 +207,15 @@ def balanced_update(model: nn.Module, losses: Dict[str, Tensor], optim_wrapper) 
     # own parameters: one ordinary backward (scaled by the wrapper, as mmengine's update_params does)
     own_params = [params[p] for p in own]
     optim_wrapper.backward(optim_wrapper.scale_loss(sum(task_losses.values())), inputs=own_params)
-    own_grads = _flat([p.grad for p in own_params], own_params)
-    if distributed_world_size() > 1:
-        jacobian, own_grads = all_reduce_mean(jacobian), all_reduce_mean(own_grads)
+    if distributed_world_size() > 1:  # one flat copy of the own gradients, for one all-reduce
+        jacobian = all_reduce_mean(jacobian)
+        own_grads = all_reduce_mean(_flat([p.grad for p in own_params], own_params))
         for param, reduced in zip(own_params, torch.split(own_grads, [p.numel() for p in own_params])):
             if param.grad is None:
                 param.grad = torch.zeros_like(param)
             param.grad.copy_(reduced.view_as(param))
 
-    finite = _all_finite(jacobian, own_grads)
+    finite = _all_finite([jacobian, *(p.grad for p in own_params)])
     log_vars[f'{BALANCE_PREFIX}skipped_step'] = torch.tensor(0.0 if finite else 1.0)
     starts, offset = {}, 0
     for p in shared:  # the Jacobian's columns: the shared parameters' elements, in ``shared`` order
