@@ -21,15 +21,19 @@ def test_bench_adapters_smoke(tmp_path):
     assert '| ditask |' in proc.stdout and 'DiTASK time / LoRA r=64 time' in proc.stdout
 
 
-def test_bench_train_step_smoke(tmp_path):
-    out = tmp_path / 'train_step.json'
-    variants = ['ditask', 'ditask_progressive', 'full_ft', 'full_ft_branched', 'inference']
+def run_bench_train_step(out, variants):
+    """bench_train_step.py on ``variants`` at a tiny size: the finished process and ``{variant: record}``."""
     # --threads 1: the benchmark stays usable when other processes share the 2 CPU cores
     proc = subprocess.run([sys.executable, str(REPO / 'tools/benchmarks/bench_train_step.py'), '--configs', *variants,
                            '--batch', '1', '--img', '64', '--iters', '1', '--warmup', '1', '--device', 'cpu',
                            '--threads', '1', '--json', str(out)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    records = {r['variant']: r for r in json.loads(out.read_text())}
+    return proc, {r['variant']: r for r in json.loads(out.read_text())}
+
+
+def test_bench_train_step_smoke(tmp_path):
+    variants = ['ditask', 'ditask_progressive', 'full_ft', 'full_ft_branched', 'inference']
+    proc, records = run_bench_train_step(tmp_path / 'train_step.json', variants)
     assert set(records) == set(variants)
     assert all(r['threads'] == 1 for r in records.values())
     train = {k: records[k] for k in ('ditask', 'ditask_progressive', 'full_ft', 'full_ft_branched')}
@@ -136,13 +140,8 @@ def test_train_on_synthetic_gives_each_variant_its_backbone_on_the_main_job(tmp_
 
 
 def test_bench_train_step_times_a_gradient_balancer_through_its_own_update(tmp_path):
-    out = tmp_path / 'balancers.json'
     variants = ['balance_fixed', 'balance_pcgrad']
-    proc = subprocess.run([sys.executable, str(REPO / 'tools/benchmarks/bench_train_step.py'), '--configs', *variants,
-                           '--batch', '1', '--img', '64', '--iters', '1', '--warmup', '1', '--device', 'cpu',
-                           '--threads', '1', '--json', str(out)], capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    records = {r['variant']: r for r in json.loads(out.read_text())}
+    proc, records = run_bench_train_step(tmp_path / 'balancers.json', variants)
     assert set(records) == set(variants)
     fixed, pcgrad = records['balance_fixed'], records['balance_pcgrad']
     assert (fixed['loss_balancer'], fixed['balancer_kind']) == ('FixedWeights', 'loss')
